@@ -70,8 +70,7 @@ def find_qwen_tiktoken() -> Path:
     spec = importlib.util.find_spec("dashscope")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "qwen.tiktoken not found: install it with `pip install --no-deps dashscope==2.0.2` "
-            "or pass --tiktoken PATH"
+            "qwen.tiktoken not found: install it with `pip install --no-deps dashscope==2.0.2` or pass --tiktoken PATH"
         )
     for location in spec.submodule_search_locations:
         candidate = Path(location) / "resources" / "qwen.tiktoken"
@@ -163,9 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     if (args.output_dir / "config.json").is_file() and not args.force:
         print(f"{args.output_dir} already holds a model (use --force to rebuild)")
         return
-    path = build_tiny_model(
-        args.output_dir, args.hidden_size, args.layers, seed=args.seed, tiktoken_path=args.tiktoken
-    )
+    path = build_tiny_model(args.output_dir, args.hidden_size, args.layers, seed=args.seed, tiktoken_path=args.tiktoken)
     print(f"wrote tiny Qwen2 model and tokenizer to {path}")
 
 

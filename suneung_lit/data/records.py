@@ -25,6 +25,7 @@ MAX_LITERAL_CHARS = 200_000
 
 COMPETITION_COLUMNS = ("id", "paragraph", "problems")
 FLAT_COLUMNS = ("id", "paragraph", "question", "choices")
+JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 KNOWN_COLUMNS = {"id", "paragraph", "problems", "question", "choices", "answer", "question_plus"}
 # Strings that spreadsheet and pandas round-trips leave in cells that were empty.
 EMPTY_MARKERS = {"", "nan", "NaN", "None", "null"}
@@ -110,10 +111,8 @@ def load_items(path: str | Path, max_choices: int = DEFAULT_MAX_CHOICES) -> list
         log.add(None, None, None, "file not found")
         log.raise_if_any()
     text = _read_text(path, log)
-    if path.suffix.lower() in {".jsonl", ".json", ".ndjson"}:
-        rows = _jsonl_rows(text, log)
-    else:
-        rows = _csv_rows(text, log)
+    reader = _jsonl_rows if path.suffix.lower() in JSONL_SUFFIXES else _csv_rows
+    rows = reader(text, log)
     log.raise_if_any()
     items = _rows_to_items(rows, log, max_choices)
     log.raise_if_any()
@@ -185,7 +184,7 @@ def _csv_rows(text: str, log: _ProblemLog) -> list[tuple[int, dict[str, Any]]]:
                 f"has {len(cells)} fields but the header has {len(header)} (unbalanced quotes or stray commas?)",
             )
             continue
-        rows.append((row_number, dict(zip(header, cells))))
+        rows.append((row_number, dict(zip(header, cells, strict=True))))
     return rows
 
 
@@ -301,9 +300,7 @@ def _optional_text(value: Any) -> str:
     return "" if text.strip() in EMPTY_MARKERS else text
 
 
-def _parse_literal(
-    value: Any, expected: type, row: int, item_id: str, column: str, log: _ProblemLog
-) -> Any | None:
+def _parse_literal(value: Any, expected: type, row: int, item_id: str, column: str, log: _ProblemLog) -> Any | None:
     if isinstance(value, expected):
         return value
     text = _text(value).strip()

@@ -1,0 +1,107 @@
+"""Prompt templates: plain text files, rendered through the tokenizer's chat template.
+
+A template is a folder holding ``user.txt`` (items without <보기>), ``user_plus.txt`` (items with it), and
+optionally ``system.txt`` and ``assistant_prefix.txt``. Placeholders use ``$name``: ``paragraph``, ``question``,
+``question_plus``, ``choices`` (numbered lines), ``num_choices``, ``option_list`` ("1, 2, 3, 4") and any
+metadata column (``support``). Bundled templates live in ``suneung_lit/data/templates/``; a path to a folder
+of the same layout works too.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from suneung_lit.data.records import DataValidationError, Item, Problem
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+ITEM_FIELDS = {"paragraph", "question", "question_plus", "choices", "num_choices", "option_list"}
+
+
+def available_templates() -> list[str]:
+    return sorted(p.name for p in TEMPLATES_DIR.iterdir() if (p / "user.txt").is_file())
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    user: str
+    user_plus: str
+    system: str | None = None
+    assistant_prefix: str = ""
+
+    @cached_property
+    def metadata_fields(self) -> set[str]:
+        """Placeholders that must come from metadata columns (e.g. ``support``)."""
+        names = set()
+        for text in (self.user, self.user_plus, self.system or ""):
+            for match in string.Template.pattern.finditer(text):
+                name = match.group("named") or match.group("braced")
+                if name:
+                    names.add(name)
+        return names - ITEM_FIELDS
+
+    def messages(self, item: Item) -> list[dict[str, str]]:
+        """The chat turns for an item, without the answer."""
+        body = self.user_plus if item.question_plus.strip() else self.user
+        values = {
+            **item.metadata,
+            "paragraph": item.paragraph,
+            "question": item.question,
+            "question_plus": item.question_plus,
+            "choices": "\n".join(f"{n} - {text}" for n, text in enumerate(item.choices, start=1)),
+            "num_choices": str(item.num_choices),
+            "option_list": ", ".join(str(n) for n in range(1, item.num_choices + 1)),
+        }
+        turns = []
+        if self.system:
+            turns.append({"role": "system", "content": string.Template(self.system).substitute(values)})
+        turns.append({"role": "user", "content": string.Template(body).substitute(values)})
+        return turns
+
+    def check_items(self, items: Sequence[Item], source: str) -> None:
+        """Fail before tokenizing when a template needs a metadata column that items lack."""
+        problems = [
+            Problem(source, None, item.id, name, f"template {self.name!r} needs a non-empty {name!r} column")
+            for item in items
+            for name in sorted(self.metadata_fields)
+            if not item.metadata.get(name, "").strip()
+        ]
+        if problems:
+            raise DataValidationError(problems[:50], len(problems))
+
+
+def load_template(name_or_path: str) -> PromptTemplate:
+    """A bundled template by name, or a template folder by path."""
+    folder = Path(name_or_path)
+    if not (folder / "user.txt").is_file():
+        folder = TEMPLATES_DIR / name_or_path
+    if not (folder / "user.txt").is_file():
+        raise ValueError(
+            f"unknown prompt template {name_or_path!r}: choose one of {available_templates()} "
+            "or give a folder holding user.txt and user_plus.txt"
+        )
+
+    def read(name: str) -> str | None:
+        path = folder / name
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else None
+
+    user = read("user.txt") or ""
+    prefix_path = folder / "assistant_prefix.txt"
+    return PromptTemplate(
+        name=folder.name,
+        user=user,
+        user_plus=read("user_plus.txt") or user,
+        system=read("system.txt"),
+        # The prefix is kept verbatim: a trailing space decides how the answer digit is tokenized.
+        assistant_prefix=prefix_path.read_text(encoding="utf-8") if prefix_path.is_file() else "",
+    )
+
+
+def render_prompt(item: Item, template: PromptTemplate, tokenizer) -> str:
+    """The full prompt text up to the answer position: chat template + generation prompt + prefix."""
+    text = tokenizer.apply_chat_template(template.messages(item), tokenize=False, add_generation_prompt=True)
+    return text + template.assistant_prefix

@@ -1,0 +1,174 @@
+"""Items -> token ids, with the answer-only training target and a length policy that never drops an item.
+
+Each encoded row holds the prompt up to the answer position (``input_ids``), the answer's token id (``label``,
+-100 when unknown) and 0-based choice index (``answer``, -1 when unknown). The loss is the cross-entropy of
+the one answer token after the prompt: the same as causal-LM loss on ``prompt + answer`` with every label but
+the answer set to -100, without building that mask. Over-length items get their paragraph shortened; question,
+<보기> and choices stay whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import datasets
+
+from suneung_lit.data.prompts import PromptTemplate, render_prompt
+from suneung_lit.data.records import DataValidationError, Item, Problem
+
+IGNORE_INDEX = -100
+ENCODING_VERSION = "1"  # bump when the encoding logic changes, so stale caches are not reused
+SHORTENED_MARKER = " …"
+# Rows per process below which a process pool costs more than it saves.
+MIN_ROWS_PER_PROCESS = 5000
+METADATA_GROUP_COLUMNS = ("source", "category")
+
+
+def option_token_ids(tokenizer, num_options: int) -> list[int]:
+    """Token ids of "1".."num_options" as the model emits them right after the prompt."""
+    ids = []
+    for number in range(1, num_options + 1):
+        encoded = tokenizer.encode(str(number), add_special_tokens=False)
+        if len(encoded) != 1:
+            raise ValueError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} splits option {number} into "
+                f"{len(encoded)} tokens; option numbers must be single tokens"
+            )
+        ids.append(encoded[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"option numbers share token ids: {ids}")
+    return ids
+
+
+@dataclass(frozen=True)
+class EncodingStats:
+    rows: int
+    shortened_ids: tuple[str, ...]
+    prompt_lengths: tuple[int, ...]  # before shortening, in tokens
+
+
+def group_of(item: Item) -> str:
+    """The per-source accuracy group: a ``source`` or ``category`` metadata column, when present."""
+    for column in METADATA_GROUP_COLUMNS:
+        value = item.metadata.get(column, "").strip()
+        if value:
+            return value
+    return ""
+
+
+def _shorten(item: Item, ids: list[int], template: PromptTemplate, tokenizer, max_length: int) -> list[int]:
+    """Prompt ids that fit ``max_length``, cutting the paragraph from its end; question and choices stay whole."""
+    paragraph_ids = tokenizer.encode(item.paragraph, add_special_tokens=False)
+    keep = len(paragraph_ids) - (len(ids) - max_length)
+    while keep > 0:
+        shorter = replace(item, paragraph=tokenizer.decode(paragraph_ids[:keep]) + SHORTENED_MARKER)
+        ids = tokenizer.encode(render_prompt(shorter, template, tokenizer), add_special_tokens=False)
+        if len(ids) <= max_length:
+            return ids
+        # Token boundaries can shift after decoding; step down by the remaining overflow plus a margin.
+        keep -= len(ids) - max_length + 4
+    ids = tokenizer.encode(render_prompt(replace(item, paragraph=""), template, tokenizer), add_special_tokens=False)
+    if len(ids) <= max_length:
+        return ids
+    raise DataValidationError(
+        [
+            Problem(
+                "<tokenization>",
+                None,
+                item.id,
+                "question/question_plus/choices",
+                f"needs {len(ids)} tokens even with an empty paragraph; max_length is {max_length}",
+            )
+        ]
+    )
+
+
+def _fingerprint(items: Sequence[Item], template: PromptTemplate, tokenizer, max_length: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"{ENCODING_VERSION}|{max_length}|{template!r}".encode())
+    digest.update(hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).digest())
+    digest.update(str(tokenizer.chat_template).encode())
+    for item in items:
+        record = [item.id, item.paragraph, item.question, item.choices, item.answer, item.question_plus]
+        digest.update(json.dumps([record, sorted(item.metadata.items())], ensure_ascii=False).encode())
+    return digest.hexdigest()[:32]
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("SUNEUNG_LIT_CACHE") or Path.home() / ".cache" / "suneung_lit"
+    return Path(root) / "tokenized"
+
+
+def encode_items(
+    items: Sequence[Item],
+    tokenizer,
+    template: PromptTemplate,
+    max_length: int,
+    max_choices: int,
+    cache_dir: str | Path | None = None,
+    num_proc: int | None = None,
+) -> datasets.Dataset:
+    """Tokenize items into a ``datasets.Dataset`` (cached on disk by content), in input order."""
+    options = option_token_ids(tokenizer, max_choices)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(items, template, tokenizer, max_length)
+    cached = cache_dir / fingerprint
+    if (cached / "dataset_info.json").is_file():
+        return datasets.load_from_disk(str(cached))
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        batch_items = [items[index] for index in batch["index"]]
+        prompts = [render_prompt(item, template, tokenizer) for item in batch_items]
+        full = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        fitted = [
+            ids if len(ids) <= max_length else _shorten(item, ids, template, tokenizer, max_length)
+            for item, ids in zip(batch_items, full, strict=True)
+        ]
+        return {
+            "input_ids": fitted,
+            "length": [len(ids) for ids in fitted],
+            "prompt_length": [len(ids) for ids in full],
+            "shortened": [len(a) < len(b) for a, b in zip(fitted, full, strict=True)],
+        }
+
+    table = datasets.Dataset.from_dict(
+        {
+            "index": list(range(len(items))),
+            "id": [item.id for item in items],
+            "num_choices": [item.num_choices for item in items],
+            "answer": [item.answer - 1 if item.answer is not None else -1 for item in items],
+            "label": [options[item.answer - 1] if item.answer is not None else IGNORE_INDEX for item in items],
+            "group": [group_of(item) for item in items],
+        }
+    )
+    if num_proc is None:
+        num_proc = min(os.cpu_count() or 1, len(items) // MIN_ROWS_PER_PROCESS) or None
+    encoded = table.map(
+        encode,
+        batched=True,
+        batch_size=256,
+        num_proc=num_proc,
+        keep_in_memory=True,
+        new_fingerprint=fingerprint,
+        desc="tokenizing",
+    )
+    # Saved under a temporary name and renamed, so an interrupted run never leaves a half-written cache entry.
+    partial = cache_dir / f"{fingerprint}.{os.getpid()}.partial"
+    encoded.save_to_disk(str(partial))
+    try:
+        os.replace(partial, cached)
+    except OSError:  # another process cached the same content first
+        shutil.rmtree(partial, ignore_errors=True)
+    return datasets.load_from_disk(str(cached))
+
+
+def encoding_stats(dataset: datasets.Dataset) -> EncodingStats:
+    shortened = [i for i, flag in zip(dataset["id"], dataset["shortened"], strict=True) if flag]
+    return EncodingStats(len(dataset), tuple(shortened), tuple(dataset["prompt_length"]))
