@@ -120,6 +120,7 @@ def build_tiny_model(
     num_heads: int = 4,
     num_kv_heads: int = 2,
     intermediate_size: int = 256,
+    embedding_std: float = 0.5,
     seed: int = 0,
     tiktoken_path: str | Path | None = None,
 ) -> Path:
@@ -144,6 +145,11 @@ def build_tiny_model(
     )
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(config)
+    # The embedding is tied to the frozen LM head. With the usual 0.02 init, a 128-wide hidden state can raise
+    # a token's logit only ~2.6 above the rest, too little to win over 151k tokens; trained models have far
+    # larger logit ranges. A wider init lets the answer-token loss fall as it would on a real model.
+    with torch.no_grad():
+        model.get_input_embeddings().weight.normal_(0.0, embedding_std)
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)

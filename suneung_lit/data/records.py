@@ -378,3 +378,27 @@ def _validate_answer(
         log.add(row, item_id, column, f"answer {answer} is outside 1..{len(choices)}")
         return None
     return answer
+
+
+def write_items(items: Sequence[Item], path: str | Path, shape: str = "flat") -> None:
+    """Write items as a flat CSV (``choices`` as a JSON list) or in the competition shape (``problems`` dict)."""
+    from suneung_lit.writer import write_atomically
+
+    metadata_columns = sorted({key for item in items for key in item.metadata})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if shape == "competition":
+        writer.writerow(["id", "paragraph", "problems", "question_plus", *metadata_columns])
+        for item in items:
+            problem = {"question": item.question, "choices": list(item.choices), "answer": item.answer or ""}
+            row = [item.id, item.paragraph, repr(problem), item.question_plus]
+            writer.writerow(row + [item.metadata.get(c, "") for c in metadata_columns])
+    elif shape == "flat":
+        writer.writerow(["id", "paragraph", "question", "choices", "answer", "question_plus", *metadata_columns])
+        for item in items:
+            choices = json.dumps(list(item.choices), ensure_ascii=False)
+            row = [item.id, item.paragraph, item.question, choices, item.answer or "", item.question_plus]
+            writer.writerow(row + [item.metadata.get(c, "") for c in metadata_columns])
+    else:
+        raise ValueError(f"shape must be 'flat' or 'competition', got {shape!r}")
+    write_atomically(Path(path), buffer.getvalue())

@@ -1,0 +1,96 @@
+"""Building the trainable model: a (quantized) causal LM from transformers wrapped with peft LoRA adapters."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+QuantizationChoice = Literal["nf4", "fp4", "int8", "none"]
+
+
+def quantization_config(
+    quantization: QuantizationChoice, double_quant: bool, compute_dtype: torch.dtype
+):  # -> BitsAndBytesConfig | None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "none":
+        return None
+    if quantization == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quantization,
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def keep_4bit_weights_trainable_on_cpu(model: torch.nn.Module) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference layout.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit's weight on the first forward pass in eval
+    mode without grad (Lightning's sanity-check validation is one); the next training forward then fails with
+    "a view of a leaf Variable that requires grad is being used in an in-place operation". Returns the number of
+    layers changed.
+    """
+    import bitsandbytes as bnb
+
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
+def load_lora_model(
+    model_name_or_path: str,
+    device: torch.device,
+    quantization: QuantizationChoice,
+    double_quant: bool,
+    compute_dtype: torch.dtype,
+    dtype: torch.dtype,
+    lora_r: int,
+    lora_alpha: int,
+    lora_dropout: float,
+    target_modules: list[str],
+    use_rslora: bool = False,
+    use_dora: bool = False,
+    gradient_checkpointing: bool = False,
+    trust_remote_code: bool = False,
+    attn_implementation: str | None = None,
+) -> torch.nn.Module:
+    """Load the base model on ``device`` (quantized as configured) and return it wrapped with fresh LoRA adapters."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    quant = quantization_config(quantization, double_quant, compute_dtype)
+    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quant is not None:
+        # Quantized weights are created on the target device while loading; they cannot be moved afterwards.
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": device}
+    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    model.config.use_cache = False
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        keep_4bit_weights_trainable_on_cpu(model)
+    else:
+        model.requires_grad_(False)
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.enable_input_require_grads()
+    lora = LoraConfig(
+        r=lora_r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules,
+        use_rslora=use_rslora,
+        use_dora=use_dora,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)

@@ -1,0 +1,108 @@
+"""The command line: ``python -m suneung_lit fit|validate|test|predict --config configs/NAME.yaml``.
+
+Only wiring lives here: argument links, default callbacks, and resolving a bare config name to the bundled
+``configs/`` folder. Every YAML key maps to a constructor argument of the module, data module, trainer or
+callbacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningCLI
+
+from suneung_lit.data.datamodule import MultipleChoiceDataModule
+from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.writer import PredictionCSVWriter
+
+BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class AdapterExport(L.Callback):
+    """At the end of fit, saves the LoRA adapter with peft's ``save_pretrained`` (loadable by ``PeftModel``).
+
+    Args:
+        output_dir: folder for ``adapter_model.safetensors`` and ``adapter_config.json``; null turns export off.
+    """
+
+    def __init__(self, output_dir: str | None = "adapter"):
+        self.output_dir = output_dir
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.output_dir is None or not trainer.is_global_zero:
+            return
+        pl_module.model.save_pretrained(self.output_dir)
+        print(f"saved LoRA adapter to {self.output_dir}")
+
+
+class SuneungCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        # The model name is set once; the tokenizer and the option count follow it.
+        parser.link_arguments("model.model_name_or_path", "data.tokenizer_name_or_path")
+        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
+        parser.link_arguments("model.max_choices", "data.max_choices")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.dirpath": "checkpoints",
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-step{step}-acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
+        parser.add_lightning_class_args(AdapterExport, "adapter_export")
+
+    def before_instantiate_classes(self) -> None:
+        # Fail on bad data paths or template names before a multi-gigabyte model is loaded.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        datamodule = config["data"]
+        paths = {k: datamodule.get(k) for k in ("train_path", "val_path", "test_path", "predict_path")}
+        probe = MultipleChoiceDataModule(
+            tokenizer_name_or_path=datamodule["tokenizer_name_or_path"] or "",
+            **paths,
+            template=datamodule["template"],
+        )
+        if self.subcommand:
+            probe.check_inputs(self.subcommand)
+
+
+def resolve_config_args(argv: list[str]) -> list[str]:
+    """``--config NAME.yaml`` that is not a file here resolves to the bundled ``configs/NAME.yaml``."""
+    resolved = list(argv)
+    for i, arg in enumerate(resolved):
+        if arg == "--config" and i + 1 < len(resolved):
+            resolved[i + 1] = _bundled(resolved[i + 1])
+        elif arg.startswith("--config="):
+            resolved[i] = "--config=" + _bundled(arg.split("=", 1)[1])
+    return resolved
+
+
+def _bundled(name: str) -> str:
+    if Path(name).exists():
+        return name
+    for candidate in (BUNDLED_CONFIGS / name, BUNDLED_CONFIGS / f"{name}.yaml", BUNDLED_CONFIGS / Path(name).name):
+        if candidate.is_file():
+            return str(candidate)
+    return name
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = resolve_config_args(sys.argv[1:] if argv is None else argv)
+    SuneungCLI(
+        QLoRAMultipleChoice,
+        MultipleChoiceDataModule,
+        seed_everything_default=42,
+        trainer_defaults={
+            "callbacks": [LearningRateMonitor(logging_interval="step"), RichProgressBar()],
+            # The data module shards batches per rank itself (see ResumableBatchSampler).
+            "use_distributed_sampler": False,
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )

@@ -1,0 +1,149 @@
+"""Batches: left-padded collation and length-grouped batch orders that can resume mid-epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+
+class LeftPadCollator:
+    """Pads on the left, so the last position of every row is the answer position."""
+
+    def __init__(self, pad_token_id: int, groups: Sequence[str] = ()):
+        self.pad_token_id = pad_token_id
+        self.group_index = {name: i for i, name in enumerate(groups)}
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        width = max(len(row["input_ids"]) for row in rows)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids = row["input_ids"]
+            input_ids[i, width - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
+            attention_mask[i, width - len(ids) :] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": torch.tensor([row["label"] for row in rows], dtype=torch.long),
+            "answer": torch.tensor([row["answer"] for row in rows], dtype=torch.long),
+            "num_choices": torch.tensor([row["num_choices"] for row in rows], dtype=torch.long),
+            "index": torch.tensor([row["index"] for row in rows], dtype=torch.long),
+            "group": torch.tensor([self.group_index.get(row["group"], -1) for row in rows], dtype=torch.long),
+            "id": [row["id"] for row in rows],
+        }
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Evaluation order: longest first (an out-of-memory error shows at once), similar lengths together."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def grouped_shuffled_batches(
+    lengths: Sequence[int], batch_size: int, seed: int, pool_batches: int = 64
+) -> list[list[int]]:
+    """Training order: shuffle, sort by length inside pools of ``pool_batches`` batches, shuffle the batches.
+
+    Batches hold items of similar length (little padding) while the order stays random across epochs.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    pool = batch_size * pool_batches
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start : start + pool], key=lambda i: -lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    permutation = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in permutation]
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """A batch order for one split: seeded and reshuffled each epoch for training, longest-first otherwise.
+
+    Each rank of a distributed run takes every ``world_size``-th batch of the same global order, so the package
+    shards data itself (the CLI turns Lightning's distributed sampler off).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        group_by_length: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.group_by_length = group_by_length
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.served = 0  # batches handed out in the current epoch
+        self._skip = 0
+
+    def _epoch_batches(self) -> list[list[int]]:
+        seed = self.seed + self.epoch
+        if not self.shuffle:
+            if self.group_by_length:
+                batches = sorted_batches(self.lengths, self.batch_size)
+            else:
+                batches = [
+                    list(range(i, min(i + self.batch_size, len(self.lengths))))
+                    for i in range(0, len(self.lengths), self.batch_size)
+                ]
+            # Evaluation keeps every item: ranks may get one batch more than others.
+            return batches[self.rank :: self.world_size]
+        if self.group_by_length:
+            batches = grouped_shuffled_batches(self.lengths, self.batch_size, seed)
+        else:
+            order = torch.randperm(len(self.lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+            batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        # Every rank must run the same number of steps: drop the ragged tail of the batch list.
+        usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
+        return batches[self.rank : usable : self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._epoch_batches()
+        start, self._skip = self._skip, 0
+        self.served = start
+        for batch in batches[start:]:
+            self.served += 1
+            yield batch
+        self.epoch += 1
+        self.served = 0
+
+    def __len__(self) -> int:
+        count = -(-len(self.lengths) // self.batch_size)
+        if not self.shuffle:
+            return len(range(self.rank, count, self.world_size))
+        return count // self.world_size if self.world_size > 1 else count
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+
+class ResumableDataLoader(DataLoader):
+    """A DataLoader whose position (epoch, batches consumed) is saved in Lightning checkpoints."""
+
+    def __init__(self, *args: Any, consumed: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        # Lightning prefetches one batch ahead, so "served" over-counts; the trainer's own count of completed
+        # batches is what was trained on. ``consumed`` returns it (None outside a trainer).
+        self._consumed = consumed
+
+    def state_dict(self) -> dict[str, int]:
+        sampler: ResumableBatchSampler = self.batch_sampler
+        consumed = self._consumed() if self._consumed is not None else None
+        return {"epoch": sampler.epoch, "batches": sampler.served if consumed is None else consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler: ResumableBatchSampler = self.batch_sampler
+        sampler.epoch = state["epoch"]
+        sampler._skip = state["batches"]

@@ -1,0 +1,234 @@
+"""The LightningDataModule: files -> validated, cleaned items -> token ids -> left-padded batches."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+import lightning as L
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer
+
+from suneung_lit.data.batching import LeftPadCollator, ResumableBatchSampler, ResumableDataLoader
+from suneung_lit.data.cleaning import DEFAULT_STEPS, CleaningReport, clean
+from suneung_lit.data.prompts import PromptTemplate, load_template
+from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, Problem, load_items
+from suneung_lit.data.splitting import grouped_split
+from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
+
+log = logging.getLogger(__name__)
+
+
+class MultipleChoiceDataModule(L.LightningDataModule):
+    """Reads the CSV/JSONL files named in the config and serves batches whose last position is the answer slot.
+
+    Args:
+        tokenizer_name_or_path: hub name or local folder of the tokenizer (the CLI links it to the model's).
+        train_path: labelled training file. Without ``val_path`` a validation split is carved out of it.
+        val_path: labelled validation file.
+        test_path: labelled file for ``test``.
+        predict_path: file to predict (answers optional) for ``predict``.
+        template: bundled prompt template name (base, rules_ko, tutor_en, cot_json, support) or a folder.
+        max_length: longest prompt in tokens; longer paragraphs are shortened, never dropped.
+        max_choices: most choices an item may have (option tokens "1".."max_choices" are scored).
+        cleaning: cleaning steps, in order (see ``suneung_lit.data.cleaning.STEPS``).
+        corrections_path: CSV of reviewed label fixes (``id, action, value``) applied to labelled files.
+        val_fraction: share of train items (by paragraph group) held out when ``val_path`` is not given.
+        split_seed: seed of that split.
+        train_batch_size: items per training batch (per device).
+        eval_batch_size: items per validation/test/predict batch (per device).
+        group_by_length: batch items of similar length together to cut padding.
+        seed: seed of the training batch order.
+        num_workers: DataLoader worker processes.
+        cache_dir: where tokenized datasets are cached (default ``~/.cache/suneung_lit/tokenized``).
+        trust_remote_code: allow tokenizer code from the hub (off unless you trust the repository).
+    """
+
+    def __init__(
+        self,
+        tokenizer_name_or_path: str,
+        train_path: str | None = None,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        predict_path: str | None = None,
+        template: str = "base",
+        max_length: int = 1024,
+        max_choices: int = DEFAULT_MAX_CHOICES,
+        cleaning: tuple[str, ...] = DEFAULT_STEPS,
+        corrections_path: str | None = None,
+        val_fraction: float = 0.1,
+        split_seed: int = 42,
+        train_batch_size: int = 1,
+        eval_batch_size: int = 8,
+        group_by_length: bool = True,
+        seed: int = 42,
+        num_workers: int = 0,
+        cache_dir: str | None = None,
+        trust_remote_code: bool = False,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.tokenizer_name_or_path = tokenizer_name_or_path
+        self.paths = {"train": train_path, "val": val_path, "test": test_path, "predict": predict_path}
+        self.template_name = template
+        self.max_length = max_length
+        self.max_choices = max_choices
+        self.cleaning = list(cleaning)
+        self.corrections_path = corrections_path
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.train_batch_size = train_batch_size
+        self.eval_batch_size = eval_batch_size
+        self.group_by_length = group_by_length
+        self.seed = seed
+        self.num_workers = num_workers
+        self.cache_dir = cache_dir
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer = None
+        self.template: PromptTemplate | None = None
+        self.items: dict[str, list[Item]] = {}
+        self.encoded: dict[str, datasets.Dataset] = {}
+        self.reports: dict[str, CleaningReport] = {}
+        self.groups: list[str] = []
+
+    # ---- preparation -------------------------------------------------------------------------------------------
+
+    def check_inputs(self, stage: str) -> None:
+        """Fail before any model is loaded: the files a stage needs exist and the template is known."""
+        needed = {
+            "fit": ["train"] + (["val"] if self.paths["val"] else []),
+            "validate": ["val"] if self.paths["val"] else ["train"],
+            "test": ["test"],
+            "predict": ["predict"],
+        }[stage]
+        problems = []
+        for split in needed:
+            path = self.paths[split]
+            if not path:
+                problems.append(Problem("<config>", None, None, f"data.{split}_path", f"required for `{stage}`"))
+            elif not Path(path).is_file():
+                problems.append(Problem(str(path), None, None, f"data.{split}_path", "file not found"))
+        if problems:
+            raise DataValidationError(problems)
+        load_template(self.template_name)
+
+    def _load_tokenizer(self):
+        if self.tokenizer is None:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self.tokenizer_name_or_path, trust_remote_code=self.trust_remote_code
+            )
+            option_token_ids(self.tokenizer, self.max_choices)  # fail early on a tokenizer we cannot score
+        return self.tokenizer
+
+    def _load_split(self, split: str) -> list[Item]:
+        path = self.paths[split]
+        items = load_items(path, self.max_choices)
+        if split == "test" and any(item.answer is None for item in items):
+            missing = [item.id for item in items if item.answer is None]
+            raise DataValidationError(
+                [Problem(str(path), None, i, "answer", "test items need answers (use predict)") for i in missing[:50]],
+                len(missing),
+            )
+        return items
+
+    def _labelled_items(self) -> tuple[list[Item], list[Item]]:
+        """Train and validation items after cleaning; validation carved out of train when no val_path is set."""
+        train = self._load_split("train") if self.paths["train"] else []
+        val = self._load_split("val") if self.paths["val"] else []
+        # Cleaned together so that duplicates across the two files and corrections for either are handled once.
+        val_ids = {item.id for item in val}
+        cleaned, report = clean(train + val, self.cleaning, self.corrections_path)
+        self.reports["train"] = report
+        train = [item for item in cleaned if item.id not in val_ids]
+        val = [item for item in cleaned if item.id in val_ids]
+        if not self.paths["val"] and train:
+            train, val = grouped_split(train, self.val_fraction, self.split_seed)
+        return train, val
+
+    def setup(self, stage: str) -> None:
+        self.check_inputs(stage)
+        tokenizer = self._load_tokenizer()
+        self.template = load_template(self.template_name)
+        if stage in ("fit", "validate") and "val" not in self.items:
+            self.items["train"], self.items["val"] = self._labelled_items()
+        if stage == "test" and "test" not in self.items:
+            self.items["test"], self.reports["test"] = clean(self._load_split("test"), self.cleaning, allow_drops=False)
+        if stage == "predict" and "predict" not in self.items:
+            items = self._load_split("predict")
+            self.items["predict"], self.reports["predict"] = clean(items, self.cleaning, allow_drops=False)
+        for split, items in self.items.items():
+            if split in self.encoded:
+                continue
+            self.template.check_items(items, str(self.paths[split] or self.paths["train"]))
+            self.encoded[split] = encode_items(
+                items, tokenizer, self.template, self.max_length, self.max_choices, self.cache_dir
+            )
+            stats = encoding_stats(self.encoded[split])
+            log.info(
+                "%s: %d items, %d shortened to fit %d tokens",
+                split,
+                stats.rows,
+                len(stats.shortened_ids),
+                self.max_length,
+            )
+        self.groups = sorted({g for ds in self.encoded.values() for g in ds.unique("group") if g})
+
+    # ---- loaders -----------------------------------------------------------------------------------------------
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def _collator(self) -> LeftPadCollator:
+        return LeftPadCollator(self.tokenizer.pad_token_id, self.groups)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self.encoded[split]
+        rank, world_size = self._rank()
+        sampler = ResumableBatchSampler(
+            dataset["length"],
+            self.eval_batch_size,
+            shuffle=False,
+            group_by_length=self.group_by_length,
+            rank=rank,
+            world_size=world_size,
+        )
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collator(), num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.encoded["train"]
+        rank, world_size = self._rank()
+        sampler = ResumableBatchSampler(
+            dataset["length"],
+            self.train_batch_size,
+            seed=self.seed,
+            shuffle=True,
+            group_by_length=self.group_by_length,
+            rank=rank,
+            world_size=world_size,
+        )
+        trainer = self.trainer
+
+        def consumed() -> int | None:
+            # Batches the trainer has finished with in this epoch; Lightning prefetches past them.
+            if trainer is None:
+                return None
+            return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+        return ResumableDataLoader(
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=self._collator(),
+            num_workers=self.num_workers,
+            consumed=consumed,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")

@@ -1,0 +1,258 @@
+"""The LightningModule: a quantized causal LM with LoRA adapters, trained and scored at the answer position."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
+
+from suneung_lit.backbone import QuantizationChoice, load_lora_model
+from suneung_lit.data.records import DEFAULT_MAX_CHOICES
+from suneung_lit.data.tokenization import option_token_ids
+from suneung_lit.scoring import answer_logits, option_scores
+
+log = logging.getLogger(__name__)
+
+DtypeChoice = Literal["bfloat16", "float16", "float32"]
+OptimizerChoice = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint's adapter weights do not fit the configured model."""
+
+
+class GroupedAccuracy(Metric):
+    """Accuracy per data source (a ``source``/``category`` column), synced across devices."""
+
+    def __init__(self, num_groups: int):
+        super().__init__()
+        self.add_state("correct", torch.zeros(num_groups), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(num_groups), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor, groups: torch.Tensor) -> None:
+        known = groups >= 0
+        groups, hits = groups[known], (preds[known] == target[known]).float()
+        self.correct.index_add_(0, groups, hits)
+        self.total.index_add_(0, groups, torch.ones_like(hits))
+
+    def compute(self) -> torch.Tensor:
+        return self.correct / self.total.clamp(min=1)
+
+
+class QLoRAMultipleChoice(L.LightningModule):
+    """Fine-tunes LoRA adapters on a 4-bit causal LM to put the answer digit after a multiple-choice prompt.
+
+    Args:
+        model_name_or_path: hub name or local folder of the base model (and its tokenizer).
+        quantization: ``nf4``/``fp4`` (4-bit), ``int8`` or ``none``.
+        double_quant: quantize the 4-bit quantization constants too (saves ~0.4 bit per weight).
+        compute_dtype: dtype the 4-bit matmuls run in.
+        dtype: dtype of the weights that are not quantized (embeddings, norms) when loading.
+        lora_r: LoRA rank.
+        lora_alpha: LoRA scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).
+        lora_dropout: dropout on the LoRA input.
+        target_modules: module names that get adapters.
+        use_rslora: rank-stabilised scaling.
+        use_dora: weight-decomposed LoRA.
+        gradient_checkpointing: recompute activations in backward to save memory.
+        loss_over: ``vocab`` (cross-entropy of the answer token over the full vocabulary) or ``options``
+            (over the option tokens only).
+        max_choices: number of option tokens scored ("1".."max_choices").
+        optimizer: ``adamw`` or a bitsandbytes 8-bit/paged AdamW.
+        learning_rate: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of the optimizer steps spent warming up linearly.
+        scheduler_total_steps: steps of the cosine schedule; default: the trainer's estimated stepping batches.
+        trust_remote_code: run model code from the hub (off unless you trust the repository).
+        attn_implementation: e.g. ``sdpa``, ``eager`` or ``flash_attention_2``; default: transformers' choice.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        quantization: QuantizationChoice = "nf4",
+        double_quant: bool = True,
+        compute_dtype: DtypeChoice = "bfloat16",
+        dtype: DtypeChoice = "bfloat16",
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+        target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES,
+        use_rslora: bool = False,
+        use_dora: bool = False,
+        gradient_checkpointing: bool = False,
+        loss_over: Literal["vocab", "options"] = "vocab",
+        max_choices: int = DEFAULT_MAX_CHOICES,
+        optimizer: OptimizerChoice = "adamw",
+        learning_rate: float = 2e-4,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.1,
+        scheduler_total_steps: int | None = None,
+        trust_remote_code: bool = False,
+        attn_implementation: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: torch.nn.Module | None = None
+        self.option_ids: list[int] = []
+        metric = dict(num_classes=max_choices, average="micro")
+        self.train_acc = MulticlassAccuracy(**metric)
+        self.val_acc = MulticlassAccuracy(**metric)
+        self.test_acc = MulticlassAccuracy(**metric)
+        self.group_names: list[str] = []
+        self.val_group_acc: GroupedAccuracy | None = None
+
+    # ---- model ---------------------------------------------------------------------------------------------------
+
+    def configure_model(self) -> None:
+        """Loads the base model once per process, on the strategy's device, and wraps it with LoRA."""
+        if self.model is not None:
+            return
+        hp = self.hparams
+        self.model = load_lora_model(
+            hp.model_name_or_path,
+            device=self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu"),
+            quantization=hp.quantization,
+            double_quant=hp.double_quant,
+            compute_dtype=getattr(torch, hp.compute_dtype),
+            dtype=getattr(torch, hp.dtype),
+            lora_r=hp.lora_r,
+            lora_alpha=hp.lora_alpha,
+            lora_dropout=hp.lora_dropout,
+            target_modules=list(hp.target_modules),
+            use_rslora=hp.use_rslora,
+            use_dora=hp.use_dora,
+            gradient_checkpointing=hp.gradient_checkpointing,
+            trust_remote_code=hp.trust_remote_code,
+            attn_implementation=hp.attn_implementation,
+        )
+
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(
+                self.hparams.model_name_or_path, trust_remote_code=self.hparams.trust_remote_code
+            )
+        self.option_ids = option_token_ids(tokenizer, self.hparams.max_choices)
+        self.group_names = list(getattr(datamodule, "groups", []) or [])
+        if self.group_names and self.val_group_acc is None:
+            self.val_group_acc = GroupedAccuracy(len(self.group_names))
+
+    # ---- checkpoints hold the adapter only -------------------------------------------------------------------------
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Only trainable (LoRA) weights: a 32B run checkpoints in megabytes, not the frozen base."""
+        prefix = kwargs.get("prefix", args[1] if len(args) > 1 else "")
+        return {f"{prefix}{name}": p.detach() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """Load adapter weights, refusing checkpoints made for another base model or LoRA shape."""
+        if self.model is None:
+            self.configure_model()
+        expected = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        wrong_shape = [
+            f"{name}: checkpoint {tuple(state_dict[name].shape)} vs model {tuple(expected[name].shape)}"
+            for name in set(expected) & set(state_dict)
+            if state_dict[name].shape != expected[name].shape
+        ]
+        if missing or unexpected or wrong_shape:
+            raise CheckpointMismatchError(
+                "checkpoint does not match the configured model "
+                f"({self.hparams.model_name_or_path}, LoRA r={self.hparams.lora_r}, "
+                f"targets={list(self.hparams.target_modules)}): "
+                f"{len(missing)} missing, {len(unexpected)} unexpected, {len(wrong_shape)} with other shapes; "
+                f"e.g. {(missing + unexpected + wrong_shape)[:3]}"
+            )
+        with torch.no_grad():
+            for name, value in state_dict.items():
+                expected[name].copy_(value)
+        return torch.nn.modules.module._IncompatibleKeys([], [])
+
+    # ---- steps ---------------------------------------------------------------------------------------------------
+
+    def _scores(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = answer_logits(self.model, batch["input_ids"], batch["attention_mask"])
+        return logits, option_scores(logits, self.option_ids, batch["num_choices"])
+
+    def _loss(self, logits: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        if self.hparams.loss_over == "options":
+            return F.cross_entropy(scores, batch["answer"])
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        logits, scores = self._scores(batch)
+        loss = self._loss(logits, scores, batch)
+        self.train_acc(scores.argmax(-1), batch["answer"])
+        size = len(batch["id"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=size)
+        return loss
+
+    def _evaluate(self, batch: dict[str, Any], stage: str, metric: MulticlassAccuracy) -> None:
+        logits, scores = self._scores(batch)
+        size = len(batch["id"])
+        self.log(f"{stage}/loss", self._loss(logits, scores, batch), sync_dist=True, batch_size=size)
+        preds = scores.argmax(-1)
+        metric(preds, batch["answer"])
+        self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=size)
+        if stage == "val" and self.val_group_acc is not None:
+            self.val_group_acc.update(preds, batch["answer"], batch["group"])
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_group_acc is None:
+            return
+        for name, value in zip(self.group_names, self.val_group_acc.compute(), strict=True):
+            self.log(f"val/acc/{name}", value)
+        self.val_group_acc.reset()
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        _, scores = self._scores(batch)
+        probabilities = scores.softmax(-1)
+        return {
+            "index": batch["index"].cpu(),
+            "id": batch["id"],
+            "probabilities": probabilities.cpu(),
+            "prediction": probabilities.argmax(-1).cpu() + 1,
+            "answer": batch["answer"].cpu() + 1,  # 0 where the input has no answer
+            "num_choices": batch["num_choices"].cpu(),
+        }
+
+    # ---- optimisation --------------------------------------------------------------------------------------------
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from transformers import get_cosine_schedule_with_warmup
+
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        else:
+            import bitsandbytes as bnb
+
+            cls = {
+                "adamw_8bit": bnb.optim.AdamW8bit,
+                "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
+                "paged_adamw_32bit": bnb.optim.PagedAdamW32bit,
+            }[hp.optimizer]
+            optimizer = cls(params, lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        total = hp.scheduler_total_steps or int(self.trainer.estimated_stepping_batches)
+        scheduler = get_cosine_schedule_with_warmup(optimizer, int(hp.warmup_ratio * total), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,38 @@
+"""Answer-position logits and option scores: the only place the model's vocabulary head is applied."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def position_ids_for_left_padding(attention_mask: Tensor) -> Tensor:
+    """Positions that start at 0 on each row's first real token, so left padding does not shift RoPE."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def answer_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """Vocabulary logits at the last position only: [batch, vocab].
+
+    ``logits_to_keep=1`` makes the causal-LM head project one hidden state per row instead of the whole
+    sequence, so the [batch, length, vocab] tensor (151k columns for Qwen) is never built.
+    """
+    output = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_for_left_padding(attention_mask),
+        logits_to_keep=1,
+        use_cache=False,
+    )
+    return output.logits[:, -1, :]
+
+
+def option_scores(logits: Tensor, option_ids: Sequence[int] | Tensor, num_choices: Tensor) -> Tensor:
+    """Logits of the option tokens "1".."N" as float32, with options past each item's choice count masked out."""
+    ids = torch.as_tensor(option_ids, device=logits.device)
+    scores = logits.index_select(-1, ids).float()
+    positions = torch.arange(scores.shape[-1], device=logits.device)
+    beyond = positions.unsqueeze(0) >= num_choices.unsqueeze(1)
+    return scores.masked_fill(beyond, torch.finfo(scores.dtype).min)

@@ -1,0 +1,114 @@
+"""Prediction outputs: the submission CSV and a per-option probability CSV, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+class PredictionSetMismatchError(RuntimeError):
+    """The predicted ids are not exactly the input ids: writing would produce an invalid submission."""
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder and rename it over ``path``: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def merge_predictions(outputs: Sequence[dict[str, Any]], expected_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per input item, in input order; refuses a set of predictions that differs from the input ids."""
+    rows: dict[int, dict[str, Any]] = {}
+    for batch in outputs:
+        for i, index in enumerate(batch["index"].tolist()):
+            rows[index] = {
+                "id": batch["id"][i],
+                "probabilities": batch["probabilities"][i].tolist(),
+                "prediction": int(batch["prediction"][i]),
+                "answer": int(batch["answer"][i]),
+                "num_choices": int(batch["num_choices"][i]),
+            }
+    ordered = [rows[i] for i in sorted(rows)]
+    predicted = [row["id"] for row in ordered]
+    if predicted != list(expected_ids):
+        missing = sorted(set(expected_ids) - set(predicted))
+        extra = sorted(set(predicted) - set(expected_ids))
+        raise PredictionSetMismatchError(
+            f"predictions cover {len(predicted)} ids but the input has {len(expected_ids)}: "
+            f"missing {missing[:5]}, unexpected {extra[:5]}; nothing was written"
+        )
+    return ordered
+
+
+class PredictionCSVWriter(BasePredictionWriter):
+    """Writes ``predictions.csv`` (``id,answer``, the submission format) and ``probabilities.csv``.
+
+    Args:
+        output_dir: folder for the two files; created if missing.
+    """
+
+    def __init__(self, output_dir: str = "predictions"):
+        super().__init__(write_interval="epoch")
+        self.output_dir = Path(output_dir)
+
+    def write_on_epoch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
+    ) -> None:
+        outputs = list(predictions[0] if predictions and isinstance(predictions[0], list) else predictions)
+        if trainer.world_size > 1:
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, outputs)
+            outputs = [batch for rank_outputs in gathered for batch in rank_outputs]
+        if not trainer.is_global_zero:
+            return
+        expected = trainer.datamodule.encoded["predict"]["id"]
+        rows = merge_predictions(outputs, expected)
+        width = max(row["num_choices"] for row in rows)
+        has_answers = any(row["answer"] > 0 for row in rows)
+        write_atomically(
+            self.output_dir / "predictions.csv",
+            _csv_text(["id", "answer"], [[row["id"], row["prediction"]] for row in rows]),
+        )
+        header = ["id"] + [f"p{n}" for n in range(1, width + 1)] + ["prediction"] + (["answer"] if has_answers else [])
+        table = []
+        for row in rows:
+            probabilities = [f"{p:.6f}" if n < row["num_choices"] else "" for n, p in enumerate(row["probabilities"])]
+            table.append(
+                [row["id"], *probabilities[:width], row["prediction"]] + ([row["answer"] or ""] if has_answers else [])
+            )
+        write_atomically(self.output_dir / "probabilities.csv", _csv_text(header, table))
+        if has_answers:
+            scored = [row for row in rows if row["answer"] > 0]
+            accuracy = sum(row["prediction"] == row["answer"] for row in scored) / len(scored)
+            print(f"predict accuracy on {len(scored)} labelled items: {accuracy:.4f}")
+        print(f"wrote {len(rows)} predictions to {self.output_dir / 'predictions.csv'}")
