@@ -8,6 +8,7 @@ callbacks.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -53,6 +54,8 @@ class SuneungCLI(LightningCLI):
                 "checkpoint.save_last": True,
                 "checkpoint.filename": "best-step{step}-acc{val/acc:.4f}",
                 "checkpoint.auto_insert_metric_name": False,
+                # A re-run overwrites last.ckpt instead of writing last-v1.ckpt beside a stale one.
+                "checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
@@ -93,6 +96,8 @@ def _bundled(name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    # Our batch sampler returns every index for prediction; Lightning cannot know that and warns on each run.
+    warnings.filterwarnings("ignore", message="You are using a custom batch sampler")
     args = resolve_config_args(sys.argv[1:] if argv is None else argv)
     SuneungCLI(
         QLoRAMultipleChoice,
