@@ -1,0 +1,42 @@
+"""The real competition files load, validate and tokenize with no row lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from suneung_lit.data.cleaning import clean
+from suneung_lit.data.prompts import load_template
+from suneung_lit.data.records import load_items
+from suneung_lit.data.tokenization import encode_items, encoding_stats
+
+from .conftest import COMPETITION_DATA, REPO
+
+pytestmark = pytest.mark.skipif(
+    not (COMPETITION_DATA / "train.csv").is_file(), reason=f"competition data not found at {COMPETITION_DATA}"
+)
+
+
+@pytest.mark.parametrize(("name", "rows", "with_plus"), [("train", 2031, 0), ("test", 869, 44)])
+def test_every_competition_row_loads_cleans_and_tokenizes(tokenizer, tmp_path, name, rows, with_plus):
+    items = load_items(COMPETITION_DATA / f"{name}.csv")
+    assert len(items) == rows and sum(1 for i in items if i.question_plus) == with_plus
+    cleaned, report = clean(items, allow_drops=(name == "train"))
+    assert len(cleaned) + len(report.dropped_ids) == rows
+    dataset = encode_items(cleaned, tokenizer, load_template("base"), 1024, 5, tmp_path)
+    assert dataset["id"] == [i.id for i in cleaned]
+    assert max(dataset["length"]) <= 1024
+    stats = encoding_stats(dataset)
+    assert 0 < len(stats.shortened_ids) < rows * 0.25
+
+
+def test_check_command_summarises_the_train_file(tiny_model_dir):
+    result = subprocess.run(
+        [sys.executable, "-m", "suneung_lit.data", "check", str(COMPETITION_DATA / "train.csv"),
+         "--tokenizer", str(tiny_model_dir)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "rows: 2031" in result.stdout and "shortened" in result.stdout

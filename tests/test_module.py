@@ -1,0 +1,116 @@
+"""The 4-bit LoRA module: answer-position-only logits, the loss it trains, adapter-only checkpoints."""
+
+from __future__ import annotations
+
+import bitsandbytes as bnb
+import lightning as L
+import pytest
+import torch
+
+from suneung_lit.data.datamodule import MultipleChoiceDataModule
+from suneung_lit.data.records import write_items
+from suneung_lit.data.synthetic import make_items
+from suneung_lit.module import CheckpointMismatchError, QLoRAMultipleChoice
+from suneung_lit.scoring import answer_logits
+
+
+def tiny_module(model_dir, **overrides) -> QLoRAMultipleChoice:
+    settings = dict(compute_dtype="float32", dtype="float32", lora_dropout=0.0, **overrides)
+    module = QLoRAMultipleChoice(str(model_dir), **settings)
+    module.configure_model()
+    return module
+
+
+@pytest.fixture()
+def data(tiny_model_dir, tmp_path):
+    write_items(make_items(24, seed=3), tmp_path / "train.csv")
+    write_items(make_items(12, seed=4, prefix="val"), tmp_path / "val.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir), train_path=str(tmp_path / "train.csv"), val_path=str(tmp_path / "val.csv"),
+        max_length=256, train_batch_size=4, eval_batch_size=6,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_base_model_is_4bit_with_trainable_lora_only(tiny_model_dir):
+    module = tiny_module(tiny_model_dir)
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in module.model.modules())
+    trainable = [name for name, p in module.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+
+
+def test_lm_head_projects_only_the_answer_position(tiny_model_dir, data):
+    module = tiny_module(tiny_model_dir)
+    seen = []
+    head = module.model.get_output_embeddings()
+    handle = head.register_forward_hook(lambda _m, inputs, _o: seen.append(tuple(inputs[0].shape)))
+    batch = next(iter(data.train_dataloader()))
+    logits = answer_logits(module.model, batch["input_ids"], batch["attention_mask"])
+    handle.remove()
+    batch_size, length = batch["input_ids"].shape
+    assert length > 50 and seen == [(batch_size, 1, 128)]
+    assert logits.shape == (batch_size, len(data.tokenizer))
+
+
+def test_answer_loss_equals_causal_lm_loss_with_everything_but_the_answer_masked(tiny_model_dir, data):
+    module = tiny_module(tiny_model_dir)
+    module.option_ids = [16, 17, 18, 19, 20]
+    row = data.encoded["train"][0]
+    prompt = torch.tensor([row["input_ids"]])
+    ours = module._loss(*module._scores(
+        {"input_ids": prompt, "attention_mask": torch.ones_like(prompt), "labels": torch.tensor([row["label"]]),
+         "num_choices": torch.tensor([row["num_choices"]]), "answer": torch.tensor([row["answer"]])}
+    ), {"labels": torch.tensor([row["label"]]), "answer": torch.tensor([row["answer"]])})
+    full = torch.cat([prompt, torch.tensor([[row["label"]]])], dim=1)
+    masked = torch.full_like(full, -100)
+    masked[0, -1] = row["label"]
+    reference = module.model(input_ids=full, labels=masked).loss
+    torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+
+
+def test_left_padding_does_not_change_scores(tiny_model_dir, data):
+    module = tiny_module(tiny_model_dir)
+    module.model.eval()
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        batched = answer_logits(module.model, batch["input_ids"], batch["attention_mask"])
+        for i in range(len(batch["id"])):
+            keep = batch["attention_mask"][i].bool()
+            alone = answer_logits(module.model, batch["input_ids"][i, keep][None], batch["attention_mask"][i, keep][None])
+            torch.testing.assert_close(batched[i], alone[0], rtol=1e-3, atol=1e-3)
+
+
+def test_checkpoint_state_holds_only_lora_weights_and_reloads(tiny_model_dir):
+    trained = tiny_module(tiny_model_dir)
+    with torch.no_grad():
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(0.5)
+    state = trained.state_dict()
+    assert state and all("lora_" in key for key in state)
+    frozen_bytes = sum(t.numel() * t.element_size() for t in trained.model.base_model.state_dict().values())
+    assert sum(t.numel() * t.element_size() for t in state.values()) < 0.05 * frozen_bytes
+    fresh = tiny_module(tiny_model_dir)
+    fresh.load_state_dict(state)
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, state[key])
+
+
+def test_checkpoint_from_another_lora_shape_is_refused(tiny_model_dir):
+    state = tiny_module(tiny_model_dir, lora_r=4).state_dict()
+    with pytest.raises(CheckpointMismatchError, match="LoRA r=8"):
+        tiny_module(tiny_model_dir, lora_r=8).load_state_dict(state)
+
+
+def test_fit_after_sanity_validation_on_cpu_4bit(tiny_model_dir, data):
+    """Regression: bitsandbytes' AVX512-BF16 repack in eval broke the next training forward."""
+    module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=3, num_sanity_val_steps=1, limit_val_batches=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, data)
+    assert trainer.global_step == 3
+    assert all(not m.support_avx512bf16_for_cpu for m in module.modules() if isinstance(m, bnb.nn.Linear4bit))
