@@ -103,8 +103,19 @@ def test_checkpoint_from_another_lora_shape_is_refused(tiny_model_dir):
         tiny_module(tiny_model_dir, lora_r=8).load_state_dict(state)
 
 
+def test_avx512bf16_repack_is_switched_off_before_training(tiny_model_dir, monkeypatch):
+    """Regression: on AVX512-BF16 CPUs, bitsandbytes repacks 4-bit weights in an eval forward without grad and
+    the next training forward fails. The probe is patched to report such a CPU, whatever this one is."""
+    import bitsandbytes.nn.modules
+
+    monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda: True)
+    module = tiny_module(tiny_model_dir)
+    layers = [m for m in module.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+
+
 def test_fit_after_sanity_validation_on_cpu_4bit(tiny_model_dir, data):
-    """Regression: bitsandbytes' AVX512-BF16 repack in eval broke the next training forward."""
+    """Lightning's sanity-check validation (eval, no grad) followed by training steps, on the 4-bit CPU path."""
     module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
     trainer = L.Trainer(
         accelerator="cpu", max_steps=3, num_sanity_val_steps=1, limit_val_batches=1, logger=False,
