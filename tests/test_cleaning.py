@@ -31,7 +31,9 @@ def test_normalize_whitespace_leaves_clean_items_alone():
 
 
 def test_strip_private_use_removes_pdf_glyphs_from_every_field():
-    [cleaned], changed = strip_private_use([item(paragraph="\U000f0854임원경제지\U000f0855", choices=("가\ue39e", "나"))])
+    [cleaned], changed = strip_private_use(
+        [item(paragraph="\U000f0854임원경제지\U000f0855", choices=("가\ue39e", "나"))]
+    )
     assert cleaned.paragraph == "임원경제지" and cleaned.choices == ("가", "나") and changed == ["a"]
 
 
@@ -80,9 +82,7 @@ def test_prediction_inputs_never_lose_rows():
 
 def test_corrections_file_drops_and_fixes_labels(tmp_path):
     corrections = tmp_path / "fix.csv"
-    corrections.write_text(
-        'id,action,value\nb,drop,\nc,answer,3\nd,choices,"[\'하나\', \'둘\']"\n', encoding="utf-8"
-    )
+    corrections.write_text("id,action,value\nb,drop,\nc,answer,3\nd,choices,\"['하나', '둘']\"\n", encoding="utf-8")
     items = [item("a"), item("b", question="b?"), item("c", question="c?"), item("d", question="d?")]
     cleaned, report = clean(items, steps=[], corrections_path=corrections)
     by_id = {i.id: i for i in cleaned}

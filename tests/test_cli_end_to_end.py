@@ -33,14 +33,22 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> str:
 
 def common_args(model_dir: Path, work: Path) -> list[str]:
     return [
-        "--config", str(REPO / "configs" / "demo.yaml"),
-        "--model.model_name_or_path", str(model_dir),
-        "--data.train_path", str(work / "train.csv"),
-        "--data.predict_path", str(work / "heldout.csv"),
-        "--checkpoint.dirpath", str(work / "checkpoints"),
-        "--prediction_writer.output_dir", str(work / "predictions"),
-        "--adapter_export.output_dir", str(work / "adapter"),
-        "--trainer.default_root_dir", str(work),
+        "--config",
+        str(REPO / "configs" / "demo.yaml"),
+        "--model.model_name_or_path",
+        str(model_dir),
+        "--data.train_path",
+        str(work / "train.csv"),
+        "--data.predict_path",
+        str(work / "heldout.csv"),
+        "--checkpoint.dirpath",
+        str(work / "checkpoints"),
+        "--prediction_writer.output_dir",
+        str(work / "predictions"),
+        "--adapter_export.output_dir",
+        str(work / "adapter"),
+        "--trainer.default_root_dir",
+        str(work),
     ]
 
 
@@ -81,8 +89,15 @@ def test_exported_adapter_loads_with_peft_outside_the_package(tiny_model_dir, wo
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    run_cli("fit", *common_args(tiny_model_dir, work), "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1",
-            cwd=work)
+    run_cli(
+        "fit",
+        *common_args(tiny_model_dir, work),
+        "--trainer.max_steps",
+        "2",
+        "--trainer.limit_val_batches",
+        "1",
+        cwd=work,
+    )
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), work / "adapter")
     assert any("lora_A" in name for name, _ in model.named_parameters())
 
@@ -91,8 +106,18 @@ def test_stop_and_resume_reaches_the_same_lora_weights_as_one_run(tiny_model_dir
     write_items(make_items(40, seed=13, prefix="train"), tmp_path / "train.csv")
     write_items([replace(i, answer=None) for i in make_items(4, seed=14)], tmp_path / "heldout.csv")
     settings = [
-        "--trainer.max_steps", "12", "--model.scheduler_total_steps", "12", "--data.train_batch_size", "4",
-        "--checkpoint.monitor", "null", "--checkpoint.every_n_train_steps", "3", "--trainer.limit_val_batches", "0",
+        "--trainer.max_steps",
+        "12",
+        "--model.scheduler_total_steps",
+        "12",
+        "--data.train_batch_size",
+        "4",
+        "--checkpoint.monitor",
+        "null",
+        "--checkpoint.every_n_train_steps",
+        "3",
+        "--trainer.limit_val_batches",
+        "0",
     ]
     once, twice = tmp_path / "once", tmp_path / "twice"
     for folder in (once, twice):
@@ -115,8 +140,17 @@ def test_stop_and_resume_reaches_the_same_lora_weights_as_one_run(tiny_model_dir
 
 def test_ddp_on_two_cpu_processes_completes_a_short_fit(tiny_model_dir, work):
     output = run_cli(
-        "fit", *common_args(tiny_model_dir, work), "--trainer.strategy", "ddp", "--trainer.devices", "2",
-        "--trainer.max_steps", "4", "--trainer.limit_val_batches", "1", cwd=work,
+        "fit",
+        *common_args(tiny_model_dir, work),
+        "--trainer.strategy",
+        "ddp",
+        "--trainer.devices",
+        "2",
+        "--trainer.max_steps",
+        "4",
+        "--trainer.limit_val_batches",
+        "1",
+        cwd=work,
     )
     assert "max_steps=4` reached" in output
     assert torch.load(work / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4

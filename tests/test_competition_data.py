@@ -34,9 +34,19 @@ def test_every_competition_row_loads_cleans_and_tokenizes(tokenizer, tmp_path, n
 
 def test_check_command_summarises_the_train_file(tiny_model_dir):
     result = subprocess.run(
-        [sys.executable, "-m", "suneung_lit.data", "check", str(COMPETITION_DATA / "train.csv"),
-         "--tokenizer", str(tiny_model_dir)],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "suneung_lit.data",
+            "check",
+            str(COMPETITION_DATA / "train.csv"),
+            "--tokenizer",
+            str(tiny_model_dir),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "rows: 2031" in result.stdout and "shortened" in result.stdout

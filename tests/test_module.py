@@ -26,8 +26,12 @@ def data(tiny_model_dir, tmp_path):
     write_items(make_items(24, seed=3), tmp_path / "train.csv")
     write_items(make_items(12, seed=4, prefix="val"), tmp_path / "val.csv")
     datamodule = MultipleChoiceDataModule(
-        str(tiny_model_dir), train_path=str(tmp_path / "train.csv"), val_path=str(tmp_path / "val.csv"),
-        max_length=256, train_batch_size=4, eval_batch_size=6,
+        str(tiny_model_dir),
+        train_path=str(tmp_path / "train.csv"),
+        val_path=str(tmp_path / "val.csv"),
+        max_length=256,
+        train_batch_size=4,
+        eval_batch_size=6,
     )
     datamodule.setup("fit")
     return datamodule
@@ -58,10 +62,18 @@ def test_answer_loss_equals_causal_lm_loss_with_everything_but_the_answer_masked
     module.option_ids = [16, 17, 18, 19, 20]
     row = data.encoded["train"][0]
     prompt = torch.tensor([row["input_ids"]])
-    ours = module._loss(*module._scores(
-        {"input_ids": prompt, "attention_mask": torch.ones_like(prompt), "labels": torch.tensor([row["label"]]),
-         "num_choices": torch.tensor([row["num_choices"]]), "answer": torch.tensor([row["answer"]])}
-    ), {"labels": torch.tensor([row["label"]]), "answer": torch.tensor([row["answer"]])})
+    ours = module._loss(
+        *module._scores(
+            {
+                "input_ids": prompt,
+                "attention_mask": torch.ones_like(prompt),
+                "labels": torch.tensor([row["label"]]),
+                "num_choices": torch.tensor([row["num_choices"]]),
+                "answer": torch.tensor([row["answer"]]),
+            }
+        ),
+        {"labels": torch.tensor([row["label"]]), "answer": torch.tensor([row["answer"]])},
+    )
     full = torch.cat([prompt, torch.tensor([[row["label"]]])], dim=1)
     masked = torch.full_like(full, -100)
     masked[0, -1] = row["label"]
@@ -77,7 +89,9 @@ def test_left_padding_does_not_change_scores(tiny_model_dir, data):
         batched = answer_logits(module.model, batch["input_ids"], batch["attention_mask"])
         for i in range(len(batch["id"])):
             keep = batch["attention_mask"][i].bool()
-            alone = answer_logits(module.model, batch["input_ids"][i, keep][None], batch["attention_mask"][i, keep][None])
+            alone = answer_logits(
+                module.model, batch["input_ids"][i, keep][None], batch["attention_mask"][i, keep][None]
+            )
             torch.testing.assert_close(batched[i], alone[0], rtol=1e-3, atol=1e-3)
 
 
@@ -118,8 +132,14 @@ def test_fit_after_sanity_validation_on_cpu_4bit(tiny_model_dir, data):
     """Lightning's sanity-check validation (eval, no grad) followed by training steps, on the 4-bit CPU path."""
     module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
     trainer = L.Trainer(
-        accelerator="cpu", max_steps=3, num_sanity_val_steps=1, limit_val_batches=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        max_steps=3,
+        num_sanity_val_steps=1,
+        limit_val_batches=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         use_distributed_sampler=False,
     )
     trainer.fit(module, data)

@@ -64,7 +64,9 @@ def test_encoded_rows_target_only_the_answer_token(tokenizer, tmp_path):
     rows = dataset.to_list()
     assert [r["id"] for r in rows] == ["q4", "q5"]
     assert [r["label"] for r in rows] == [17, 20] and [r["answer"] for r in rows] == [1, 4]
-    unlabelled = encode_items([Item("u", "지문", "질문?", ("가", "나"))], tokenizer, load_template("base"), 512, 5, tmp_path)
+    unlabelled = encode_items(
+        [Item("u", "지문", "질문?", ("가", "나"))], tokenizer, load_template("base"), 512, 5, tmp_path
+    )
     assert unlabelled[0]["label"] == IGNORE_INDEX and unlabelled[0]["answer"] == -1
 
 

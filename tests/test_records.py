@@ -38,7 +38,8 @@ def test_question_plus_inside_problems_dict_is_used(tmp_path):
 
 
 def test_reads_flat_csv_and_keeps_extra_columns_as_metadata(tmp_path):
-    text = 'id,paragraph,question,choices,answer,question_plus,source\nf1,지문,질문?,"[""가"", ""나"", ""다""]",3,nan,kmmlu\n'
+    header = "id,paragraph,question,choices,answer,question_plus,source\n"
+    text = header + 'f1,지문,질문?,"[""가"", ""나"", ""다""]",3,nan,kmmlu\n'
     [item] = load_items(write(tmp_path, "f.csv", text))
     assert item.choices == ("가", "나", "다") and item.answer == 3
     assert item.question_plus == "" and item.metadata == {"source": "kmmlu"}
@@ -51,7 +52,7 @@ def test_reads_jsonl_flat_shape(tmp_path):
 
 
 def test_write_items_round_trips_both_shapes(tmp_path):
-    items = [Item("a", "지문, \"인용\"", "질문?", ("가", "나, 다", "라"), 2, "보기", {"source": "x"})]
+    items = [Item("a", '지문, "인용"', "질문?", ("가", "나, 다", "라"), 2, "보기", {"source": "x"})]
     for shape in ("flat", "competition"):
         path = tmp_path / f"{shape}.csv"
         write_items(items, path, shape)
@@ -67,20 +68,32 @@ def good_problems(**override) -> str:
 BROKEN_INPUTS = [
     ("missing problems column", "id,paragraph\nq1,지문\n", None, None),
     ("duplicate id", COMPETITION_HEADER + f'q1,a,"{good_problems()}",\nq1,b,"{good_problems()}",\n', "id", "q1"),
-    ("unparsable problems", COMPETITION_HEADER + 'q1,a,"{\'question\': ",\n', "problems", "q1"),
+    ("unparsable problems", COMPETITION_HEADER + "q1,a,\"{'question': \",\n", "problems", "q1"),
     ("problems is a list", COMPETITION_HEADER + 'q1,a,"[1, 2]",\n', "problems", "q1"),
     ("one choice", COMPETITION_HEADER + f'q1,a,"{good_problems(choices=["가"])}",\n', "problems.choices", "q1"),
-    ("six choices", COMPETITION_HEADER + f'q1,a,"{good_problems(choices=list("가나다라마바"))}",\n',
-     "problems.choices", "q1"),
+    (
+        "six choices",
+        COMPETITION_HEADER + f'q1,a,"{good_problems(choices=list("가나다라마바"))}",\n',
+        "problems.choices",
+        "q1",
+    ),
     ("empty question", COMPETITION_HEADER + f'q1,a,"{good_problems(question=" ")}",\n', "problems.question", "q1"),
     ("answer out of range", COMPETITION_HEADER + f'q1,a,"{good_problems(answer=5)}",\n', "problems.answer", "q1"),
     ("answer zero", COMPETITION_HEADER + f'q1,a,"{good_problems(answer=0)}",\n', "problems.answer", "q1"),
     ("answer not integer", COMPETITION_HEADER + f'q1,a,"{good_problems(answer="②")}",\n', "problems.answer", "q1"),
     ("answer fractional", COMPETITION_HEADER + f'q1,a,"{good_problems(answer=2.5)}",\n', "problems.answer", "q1"),
-    ("empty choice", COMPETITION_HEADER + f'q1,a,"{good_problems(choices=["가", " ", "다"])}",\n',
-     "problems.choices", "q1"),
-    ("choice not text", COMPETITION_HEADER + f'q1,a,"{good_problems(choices=["가", ["x"]])}",\n',
-     "problems.choices", "q1"),
+    (
+        "empty choice",
+        COMPETITION_HEADER + f'q1,a,"{good_problems(choices=["가", " ", "다"])}",\n',
+        "problems.choices",
+        "q1",
+    ),
+    (
+        "choice not text",
+        COMPETITION_HEADER + f'q1,a,"{good_problems(choices=["가", ["x"]])}",\n',
+        "problems.choices",
+        "q1",
+    ),
     ("flat choices unparsable", "id,paragraph,question,choices,answer\nf1,a,질문?,[가 나,1\n", "choices", "f1"),
     ("flat answer text", 'id,paragraph,question,choices,answer\nf1,a,질문?,"[""가"",""나""]",둘\n', "answer", "f1"),
     ("empty id", COMPETITION_HEADER + f',a,"{good_problems()}",\n', "id", None),

@@ -13,7 +13,9 @@ def items_sharing_paragraphs(groups: int = 40, per_group: int = 3) -> list[Item]
     for g in range(groups):
         for q in range(per_group):
             n = g * per_group + q
-            items.append(Item(f"i{n}", f"지문 {g}번 이야기이다.", f"질문 {q}?", ("가", "나", "다", "라", "마"), n % 5 + 1))
+            items.append(
+                Item(f"i{n}", f"지문 {g}번 이야기이다.", f"질문 {q}?", ("가", "나", "다", "라", "마"), n % 5 + 1)
+            )
     return items
 
 
@@ -36,7 +38,9 @@ def test_paragraphs_differing_only_in_spacing_are_one_group():
 
 
 def test_answer_positions_are_stratified():
-    items = [Item(f"i{n}", f"지문 {n}", "질문?", ("가", "나", "다", "라"), 1 if n % 2 else n % 4 + 1) for n in range(400)]
+    items = [
+        Item(f"i{n}", f"지문 {n}", "질문?", ("가", "나", "다", "라"), 1 if n % 2 else n % 4 + 1) for n in range(400)
+    ]
     _, val = grouped_split(items, val_fraction=0.25, seed=3)
     overall, held_out = Counter(i.answer for i in items), Counter(i.answer for i in val)
     for answer, count in overall.items():

@@ -1,0 +1,143 @@
+"""Predict throughput: this package's predict path against the batch-1, full-logits baseline, in one run.
+
+Both sides use the same loaded 4-bit model, the same competition test rows and the same threads. The baseline is
+the approach this package replaces: loop over items, tokenize one prompt, run the model for logits at every
+position, take the last one, softmax over the option tokens. Ours is ``Trainer.predict`` with the data module:
+batched, length-sorted, left-padded, last-position logits only, under inference mode.
+
+    python benchmarks/predict_speed.py                 # CPU default, a few minutes
+    python benchmarks/predict_speed.py --rows 869 --hidden 1024 --layers 8 --batch-size 32   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import COMPETITION, append_result, model_dir, set_threads  # noqa: E402
+
+from suneung_lit.data.cleaning import clean  # noqa: E402
+from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
+from suneung_lit.data.prompts import load_template, render_prompt  # noqa: E402
+from suneung_lit.data.records import load_items, write_items  # noqa: E402
+from suneung_lit.data.tokenization import option_token_ids  # noqa: E402
+from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
+from suneung_lit.writer import PredictionCSVWriter  # noqa: E402
+
+
+def baseline_predict(model, tokenizer, items, template, option_ids) -> list[int]:
+    """One item at a time, logits for every position, the last one read."""
+    predictions = []
+    with torch.no_grad():
+        for item in items:
+            encoded = tokenizer(render_prompt(item, template, tokenizer), return_tensors="pt").to(model.device)
+            logits = model(**encoded).logits  # [1, length, vocab]
+            last = logits[0, -1]
+            scores = last[option_ids[: item.num_choices]]
+            predictions.append(int(torch.softmax(scores.float(), -1).argmax()) + 1)
+    return predictions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=96, help="first N competition test rows that fit max-length")
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--quantization", default="nf4", choices=["nf4", "fp4", "int8", "none"])
+    args = parser.parse_args()
+    threads = set_threads()
+    path = model_dir(args.hidden, args.layers)
+    accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    dtype = "bfloat16" if accelerator == "gpu" else "float32"
+
+    module = QLoRAMultipleChoice(
+        str(path), quantization=args.quantization, compute_dtype=dtype, dtype=dtype, lora_dropout=0.0
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        probe = MultipleChoiceDataModule(str(path), predict_path=str(COMPETITION / "test.csv"))
+        tokenizer = probe._load_tokenizer()
+        template = load_template("base")
+        items, _ = clean(load_items(COMPETITION / "test.csv"), allow_drops=False)
+        # Only rows that fit, so both sides see exactly the same text.
+        fitting = [i for i in items if len(tokenizer.encode(render_prompt(i, template, tokenizer))) <= args.max_length]
+        subset = fitting[: args.rows]
+        write_items(subset, scratch / "subset.csv")
+
+        def trainer() -> L.Trainer:
+            return L.Trainer(
+                accelerator=accelerator,
+                devices=1,
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                use_distributed_sampler=False,
+                callbacks=[PredictionCSVWriter(str(scratch / "out"))],
+            )
+
+        def datamodule(cache: str) -> MultipleChoiceDataModule:
+            return MultipleChoiceDataModule(
+                str(path),
+                predict_path=str(scratch / "subset.csv"),
+                max_length=args.max_length,
+                eval_batch_size=args.batch_size,
+                cache_dir=str(scratch / cache),
+            )
+
+        trainer().predict(module, datamodule("warmup"))  # loads the model once; not timed
+        start = time.perf_counter()
+        trainer().predict(module, datamodule("timed"))  # tokenization included, cold cache
+        ours_seconds = time.perf_counter() - start
+        with open(scratch / "out" / "predictions.csv", encoding="utf-8") as handle:
+            ours = [int(row["answer"]) for row in csv.DictReader(handle)]
+
+        model = module.model.eval()
+        option_ids = option_token_ids(tokenizer, 5)
+        baseline_predict(model, tokenizer, subset[:2], template, option_ids)  # warm-up
+        start = time.perf_counter()
+        baseline = baseline_predict(model, tokenizer, subset, template, option_ids)
+        baseline_seconds = time.perf_counter() - start
+
+    ours_rate, baseline_rate = len(subset) / ours_seconds, len(subset) / baseline_seconds
+    speedup = ours_rate / baseline_rate
+    same = (
+        "identical"
+        if ours == baseline
+        else f"differ ({sum(a != b for a, b in zip(ours, baseline, strict=True))} items)"
+    )
+    print(
+        f"items: {len(subset)} competition test rows, model h{args.hidden}/l{args.layers} {args.quantization}, "
+        f"{threads} threads"
+    )
+    print(f"{'path':<28}{'seconds':>10}{'items/s':>10}")
+    print(f"{'baseline (batch 1, full)':<28}{baseline_seconds:>10.2f}{baseline_rate:>10.2f}")
+    print(f"{'suneung-lit predict':<28}{ours_seconds:>10.2f}{ours_rate:>10.2f}")
+    append_result(
+        "predict throughput",
+        ["model", "items", "max_length", "batch", "baseline items/s", "ours items/s", "speedup", "predictions"],
+        [
+            f"h{args.hidden} l{args.layers} {args.quantization}",
+            len(subset),
+            args.max_length,
+            args.batch_size,
+            f"{baseline_rate:.2f}",
+            f"{ours_rate:.2f}",
+            f"{speedup:.1f}x",
+            same,
+        ],
+    )
+    print(f"speedup={speedup:.2f} predictions={'identical' if ours == baseline else 'differ'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Training-step memory and speed: answer-position logits against full-sequence logits with a masked loss.
+
+The baseline is the usual completion-only SFT step: ``model(input_ids, labels=...)`` with every label but the
+answer set to -100, which builds logits for every position before the loss ignores all but one. Ours projects
+only the answer position (``logits_to_keep=1``). Same model, same batch, one process per measurement so that
+one measurement's memory cannot hide another's. On CPU, memory is the peak resident set size above the level
+before the step (sampled every 0.5 ms); on a GPU, ``torch.cuda.max_memory_allocated``.
+
+    python benchmarks/train_memory.py                        # CPU default, lengths 512/1024/2048
+    python benchmarks/train_memory.py --hidden 1024 --layers 8 --batch-size 4   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import COMPETITION, append_result, model_dir, set_threads  # noqa: E402
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakSampler:
+    """Samples the process's resident memory in a thread; ``peak`` is the highest value seen."""
+
+    def __init__(self):
+        self.peak = resident_bytes()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while self._running:
+            self.peak = max(self.peak, resident_bytes())
+            time.sleep(0.0005)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._running = False
+        self._thread.join()
+        self.peak = max(self.peak, resident_bytes())
+
+
+def real_batch(tokenizer, length: int, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of exactly ``length`` tokens cut from real competition prompts, and their answer token ids."""
+    from suneung_lit.data.prompts import load_template, render_prompt
+    from suneung_lit.data.records import load_items
+
+    items = load_items(COMPETITION / "train.csv")[: batch_size * 4]
+    template = load_template("base")
+    rows, labels = [], []
+    for item in items[:batch_size]:
+        ids = tokenizer.encode(render_prompt(item, template, tokenizer))
+        while len(ids) < length:
+            ids = ids + ids
+        rows.append(ids[-length:])  # keep the end: the answer position stays last
+        labels.append(tokenizer.encode(str(item.answer))[0])
+    return torch.tensor(rows, device=device), torch.tensor(labels, device=device)
+
+
+def measure(mode: str, length: int, args: argparse.Namespace) -> dict[str, float]:
+    from suneung_lit.module import QLoRAMultipleChoice
+    from suneung_lit.scoring import answer_logits
+
+    set_threads()
+    gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if gpu else "cpu")
+    dtype = "bfloat16" if gpu else "float32"
+    path = model_dir(args.hidden, args.layers)
+    module = QLoRAMultipleChoice(
+        str(path),
+        compute_dtype=dtype,
+        dtype=dtype,
+        lora_dropout=0.0,
+        gradient_checkpointing=args.gradient_checkpointing,
+    )
+    module.configure_model()
+    model = module.model.to(device) if not gpu else module.model
+    model.train()
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    input_ids, labels = real_batch(tokenizer, length, args.batch_size, device)
+    mask = torch.ones_like(input_ids)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+
+    def step() -> None:
+        if mode == "ours":
+            loss = torch.nn.functional.cross_entropy(answer_logits(model, input_ids, mask).float(), labels)
+        else:
+            full = torch.cat([input_ids, labels[:, None]], dim=1)
+            masked = torch.full_like(full, -100)
+            masked[:, -1] = labels
+            loss = model(input_ids=full, attention_mask=torch.ones_like(full), labels=masked).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up: allocates optimizer state, compiles kernels
+    if gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        before = resident_bytes()
+    times = []
+    with PeakSampler() as sampler:
+        for _ in range(args.steps):
+            start = time.perf_counter()
+            step()
+            if gpu:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    peak = (torch.cuda.max_memory_allocated() if gpu else sampler.peak) - before
+    seconds = sorted(times)[len(times) // 2]
+    return {"peak_mb": peak / 2**20, "tokens_per_s": input_ids.numel() / seconds, "step_s": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048])
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--single", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        print(json.dumps(measure(args.single[0], int(args.single[1]), args)))
+        return
+    model_dir(args.hidden, args.layers)  # build once before the measurements
+    passthrough = [a for a in sys.argv[1:] if a != "--single"]
+    results: dict[tuple[str, int], dict[str, float]] = {}
+    for length in args.lengths:
+        for mode in ("baseline", "ours"):
+            out = (
+                subprocess.run(
+                    [sys.executable, __file__, *passthrough, "--single", mode, str(length)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            results[mode, length] = json.loads(out)
+    print(f"batch {args.batch_size}, model h{args.hidden}/l{args.layers} nf4 + LoRA")
+    print(f"{'tokens':>7}{'baseline MB':>13}{'ours MB':>10}{'ratio':>8}{'baseline tok/s':>16}{'ours tok/s':>12}")
+    for length in args.lengths:
+        b, o = results["baseline", length], results["ours", length]
+        ratio = b["peak_mb"] / max(o["peak_mb"], 1e-9)
+        print(
+            f"{length:>7}{b['peak_mb']:>13.0f}{o['peak_mb']:>10.0f}{ratio:>8.1f}"
+            f"{b['tokens_per_s']:>16.0f}{o['tokens_per_s']:>12.0f}"
+        )
+        append_result(
+            "training step memory",
+            [
+                "model",
+                "batch",
+                "tokens",
+                "baseline peak MB",
+                "ours peak MB",
+                "memory ratio",
+                "baseline tok/s",
+                "ours tok/s",
+            ],
+            [
+                f"h{args.hidden} l{args.layers} nf4",
+                args.batch_size,
+                length,
+                f"{b['peak_mb']:.0f}",
+                f"{o['peak_mb']:.0f}",
+                f"{ratio:.1f}x",
+                f"{b['tokens_per_s']:.0f}",
+                f"{o['tokens_per_s']:.0f}",
+            ],
+        )
+    reference = 1024 if 1024 in args.lengths else args.lengths[0]
+    ratio = results["baseline", reference]["peak_mb"] / max(results["ours", reference]["peak_mb"], 1e-9)
+    print(f"memory_ratio={ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up, then run the lint checks and the whole test suite (slow end-to-end tests included).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff format --check .
+.venv/bin/ruff check .
+.venv/bin/python -m pytest -q "$@"
