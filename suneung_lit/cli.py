@@ -7,6 +7,7 @@ callbacks.
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -62,8 +63,12 @@ class SuneungCLI(LightningCLI):
         parser.add_lightning_class_args(AdapterExport, "adapter_export")
 
     def before_instantiate_classes(self) -> None:
-        # Fail on bad data paths or template names before a multi-gigabyte model is loaded.
-        config = self.config[self.subcommand] if self.subcommand else self.config
+        # Fail on bad data paths, template names or unwritable outputs before a multi-gigabyte model is loaded.
+        # The files' contents are validated in the data module's setup, which Lightning also runs before
+        # configure_model loads the model.
+        if not self.subcommand:
+            return
+        config = self.config[self.subcommand]
         datamodule = config["data"]
         paths = {k: datamodule.get(k) for k in ("train_path", "val_path", "test_path", "predict_path")}
         probe = MultipleChoiceDataModule(
@@ -71,8 +76,31 @@ class SuneungCLI(LightningCLI):
             **paths,
             template=datamodule["template"],
         )
-        if self.subcommand:
-            probe.check_inputs(self.subcommand)
+        probe.check_inputs(self.subcommand)
+        outputs = {
+            "fit": [
+                ("checkpoint.dirpath", config["checkpoint"]["dirpath"]),
+                ("adapter_export.output_dir", config["adapter_export"]["output_dir"]),
+            ],
+            "predict": [("prediction_writer.output_dir", config["prediction_writer"]["output_dir"])],
+        }.get(self.subcommand, [])
+        for key, folder in outputs:
+            if folder:
+                check_writable(key, Path(folder))
+        accelerator = str(config["trainer"].get("accelerator"))
+        if config["model"]["quantization"] != "none" and accelerator == "mps":
+            raise ValueError("bitsandbytes quantization does not run on Apple MPS; set model.quantization: none")
+
+
+def check_writable(key: str, folder: Path) -> None:
+    """Create ``folder`` if needed and prove a file can be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise PermissionError(f"{key}: cannot write to {folder} ({err.strerror or err})") from err
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
@@ -98,7 +126,11 @@ def _bundled(name: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     # Our batch sampler returns every index for prediction; Lightning cannot know that and warns on each run.
     warnings.filterwarnings("ignore", message="You are using a custom batch sampler")
-    args = resolve_config_args(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        sys.argv[1:] = resolve_config_args(sys.argv[1:])
+        args = None
+    else:
+        args = resolve_config_args(argv)
     SuneungCLI(
         QLoRAMultipleChoice,
         MultipleChoiceDataModule,

@@ -173,8 +173,8 @@ def _csv_rows(text: str, log: _ProblemLog) -> list[tuple[int, dict[str, Any]]]:
             log.add(row_number + 1, None, None, f"malformed CSV near line {reader.line_num}: {err}")
             break
         row_number += 1
-        if not any(cell.strip() for cell in cells):
-            continue  # blank line, not a record
+        if not cells:
+            continue  # a blank line is not a record; a row of empty cells is, and fails validation below
         if len(cells) != len(header):
             item_id = cells[header.index("id")] if len(cells) > header.index("id") else None
             log.add(

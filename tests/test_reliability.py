@@ -1,0 +1,187 @@
+"""Reliability: fail fast on bad configuration, survive a hard kill, never write a partial or incomplete output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from suneung_lit.data.records import write_items
+from suneung_lit.data.synthetic import make_items
+from suneung_lit.writer import PredictionSetMismatchError, merge_predictions, write_atomically
+
+from .conftest import REPO
+
+DEMO = str(REPO / "configs" / "demo.yaml")
+
+
+def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "suneung_lit", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_mistyped_config_key_fails_at_parse_time(tmp_path):
+    result = cli("fit", "--config", DEMO, "--model.lora_rank", "16", cwd=tmp_path)
+    assert result.returncode != 0 and "lora_rank" in result.stderr
+
+
+def test_missing_data_file_fails_before_the_model_loads(tmp_path):
+    start = time.perf_counter()
+    result = cli(
+        "fit",
+        "--config",
+        DEMO,
+        "--model.model_name_or_path",
+        str(tmp_path / "no-model"),
+        "--data.train_path",
+        str(tmp_path / "missing.csv"),
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "missing.csv" in result.stderr and "file not found" in result.stderr
+    assert time.perf_counter() - start < 120  # it never got as far as the (absent) model
+
+
+def test_bad_rows_fail_before_the_model_loads(tmp_path, tiny_model_dir):
+    # A "model" folder with the tokenizer but no weights: any attempt to load the model would fail differently.
+    tokenizer_only = tmp_path / "tokenizer-only"
+    tokenizer_only.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        (tokenizer_only / name).write_bytes((tiny_model_dir / name).read_bytes())
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "id,paragraph,problems,question_plus\nq1,지문,\"{'question': '질문?', 'choices': ['가'], 'answer': 1}\",\n",
+        encoding="utf-8",
+    )
+    result = cli(
+        "fit",
+        "--config",
+        DEMO,
+        "--model.model_name_or_path",
+        str(tokenizer_only),
+        "--data.train_path",
+        str(bad),
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "bad.csv, row 1, id 'q1', column 'problems.choices': has 1 choices" in result.stderr
+
+
+def test_unwritable_output_folder_fails_before_the_model_loads(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli(
+        "fit",
+        "--config",
+        DEMO,
+        "--data.train_path",
+        str(REPO / "data" / "sample_train.csv"),
+        "--checkpoint.dirpath",
+        str(blocker / "checkpoints"),
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0 and "checkpoint.dirpath: cannot write" in result.stderr
+
+
+def test_unknown_template_fails_before_the_model_loads(tmp_path):
+    result = cli(
+        "fit",
+        "--config",
+        DEMO,
+        "--data.train_path",
+        str(REPO / "data" / "sample_train.csv"),
+        "--data.template",
+        "fancy",
+        cwd=tmp_path,
+    )
+    assert result.returncode != 0 and "unknown prompt template 'fancy'" in result.stderr
+
+
+def test_predictions_must_cover_exactly_the_input_ids():
+    batch = {
+        "index": torch.tensor([0, 1]),
+        "id": ["a", "b"],
+        "probabilities": torch.tensor([[0.9, 0.1]] * 2),
+        "prediction": torch.tensor([1, 1]),
+        "answer": torch.tensor([0, 0]),
+        "num_choices": torch.tensor([2, 2]),
+    }
+    assert [row["id"] for row in merge_predictions([batch], ["a", "b"])] == ["a", "b"]
+    with pytest.raises(PredictionSetMismatchError, match="missing \\['c'\\]"):
+        merge_predictions([batch], ["a", "b", "c"])
+
+
+def test_interrupted_write_leaves_the_previous_file_whole(tmp_path):
+    target = tmp_path / "predictions.csv"
+    write_atomically(target, "id,answer\na,1\n")
+
+    with pytest.raises(TypeError):
+        write_atomically(target, None)  # fails after the temporary file is opened
+    assert target.read_text() == "id,answer\na,1\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.csv"]
+
+
+@pytest.mark.slow
+def test_hard_kill_then_resume_finishes_with_the_planned_steps(tmp_path, tiny_model_dir):
+    write_items(make_items(64, seed=21), tmp_path / "train.csv")
+    write_items([replace(i, answer=None) for i in make_items(4, seed=22)], tmp_path / "test.csv")
+    args = [
+        "fit",
+        "--config",
+        DEMO,
+        "--model.model_name_or_path",
+        str(tiny_model_dir),
+        "--data.train_path",
+        str(tmp_path / "train.csv"),
+        "--data.predict_path",
+        str(tmp_path / "test.csv"),
+        "--checkpoint.dirpath",
+        str(tmp_path / "checkpoints"),
+        "--checkpoint.monitor",
+        "null",
+        "--checkpoint.every_n_train_steps",
+        "5",
+        "--adapter_export.output_dir",
+        str(tmp_path / "adapter"),
+        "--trainer.default_root_dir",
+        str(tmp_path),
+        "--trainer.max_steps",
+        "40",
+        "--trainer.limit_val_batches",
+        "0",
+        "--model.scheduler_total_steps",
+        "40",
+    ]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "suneung_lit", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if last.is_file() and torch.load(last, weights_only=True)["global_step"] >= 10:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, weights_only=True)["global_step"]
+    assert 10 <= killed_at < 40 and not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+    result = cli(*args, "--ckpt_path", "last", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert torch.load(last, weights_only=True)["global_step"] == 40
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
