@@ -1,7 +1,8 @@
-"""Data commands: ``python -m suneung_lit.data check PATH... [--tokenizer DIR_OR_NAME]``.
+"""Data commands: ``python -m suneung_lit.data check|convert|augment|merge|overlap|split ...``.
 
 ``check`` validates files and prints a summary; it exits 0 when every file is valid and 2 with the list of
-problems otherwise.
+problems otherwise. The other commands write flat CSV files (atomically) and print what they did; each is a thin
+wrapper over a function in ``suneung_lit.data`` that can be called from Python.
 """
 
 from __future__ import annotations
@@ -70,6 +71,87 @@ def check(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
+def _load_all(paths: list[Path]) -> list[Item]:
+    from suneung_lit.data.records import load_many
+
+    return load_many(paths)
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from suneung_lit.data.converters import convert
+    from suneung_lit.data.records import write_items
+    from suneung_lit.writer import write_atomically
+
+    conversion = convert(args.format, args.inputs, zero_based=args.zero_based)
+    if conversion.problems and not args.skip_invalid:
+        print(DataValidationError(conversion.problems[:50], len(conversion.problems)), file=sys.stderr)
+        print("nothing written; fix the records or pass --skip-invalid", file=sys.stderr)
+        return 2
+    write_items(conversion.items, args.output)
+    print(f"wrote {len(conversion.items)} items to {args.output}")
+    if conversion.rejected:
+        import json
+
+        rejects = args.output.with_name(args.output.stem + ".rejects.jsonl")
+        lines = [json.dumps(r, ensure_ascii=False, default=str) for r in conversion.rejected]
+        write_atomically(rejects, "\n".join(lines) + "\n")
+        print(f"rejected {len(conversion.rejected)} record(s), listed in {rejects}")
+    return 0
+
+
+def augment_command(args: argparse.Namespace) -> int:
+    from suneung_lit.data.augmenting import balance_answers, shuffle_choices
+    from suneung_lit.data.records import write_items
+
+    items = _load_all(args.inputs)
+    if args.balance:
+        items = balance_answers(items, args.seed)
+    if args.shuffle_choices:
+        items = shuffle_choices(items, args.shuffle_choices, args.seed)
+    write_items(items, args.output)
+    print(f"wrote {len(items)} items to {args.output}; answers: {_histogram(Counter(i.answer for i in items))}")
+    return 0
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from suneung_lit.data.matching import merge
+    from suneung_lit.data.records import write_items
+
+    sources = []
+    for path in args.inputs:
+        items = load_items(path)
+        sources.append((path.name, [replace(i, metadata={"source": path.stem, **i.metadata}) for i in items]))
+    kept, removed = merge(sources)
+    write_items(kept, args.output)
+    print(f"wrote {len(kept)} items to {args.output}; removed {len(removed)} duplicate(s)")
+    for entry in removed:
+        print(f"  removed {entry.id} ({entry.source}): same as {entry.kept_id} ({entry.kept_source})")
+    return 0
+
+
+def overlap_command(args: argparse.Namespace) -> int:
+    from suneung_lit.data.matching import find_overlap
+
+    found = find_overlap(load_items(args.train), load_items(args.test), args.threshold, args.shingle)
+    print(f"{len({o.test_id for o in found})} test item(s) overlap the training file (threshold {args.threshold})")
+    for entry in found:
+        print(f"  {entry.test_id} ~ {entry.train_id}  {entry.field}  similarity {entry.similarity:.3f}")
+    return 0
+
+
+def split_command(args: argparse.Namespace) -> int:
+    from suneung_lit.data.records import write_items
+    from suneung_lit.data.splitting import grouped_split
+
+    train, val = grouped_split(load_items(args.input), args.val_fraction, args.seed)
+    write_items(train, args.train_output)
+    write_items(val, args.val_output)
+    print(f"train {len(train)} -> {args.train_output}; val {len(val)} -> {args.val_output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m suneung_lit.data", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,12 +162,54 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument("--max-length", type=int, default=1024)
     check_parser.add_argument("--max-choices", type=int, default=DEFAULT_MAX_CHOICES)
     check_parser.set_defaults(run=check)
+
+    from suneung_lit.data.converters import CONVERTERS
+
+    convert_parser = commands.add_parser("convert", help="convert a public data set to the flat schema")
+    convert_parser.add_argument("inputs", nargs="+", type=Path)
+    convert_parser.add_argument("--format", required=True, choices=sorted(CONVERTERS))
+    convert_parser.add_argument("--output", required=True, type=Path)
+    convert_parser.add_argument("--zero-based", action="store_true", help="flat files whose answers start at 0")
+    convert_parser.add_argument("--skip-invalid", action="store_true", help="write good records, list the rest")
+    convert_parser.set_defaults(run=convert_command)
+
+    augment_parser = commands.add_parser("augment", help="add choice-permuted copies / balance answer positions")
+    augment_parser.add_argument("inputs", nargs="+", type=Path)
+    augment_parser.add_argument("--output", required=True, type=Path)
+    augment_parser.add_argument("--shuffle-choices", type=int, default=0, metavar="K", help="K permuted copies")
+    augment_parser.add_argument("--balance", action="store_true", help="make answer positions uniform")
+    augment_parser.add_argument("--seed", type=int, default=0)
+    augment_parser.set_defaults(run=augment_command)
+
+    merge_parser = commands.add_parser("merge", help="concatenate files, removing duplicates across them")
+    merge_parser.add_argument("inputs", nargs="+", type=Path)
+    merge_parser.add_argument("--output", required=True, type=Path)
+    merge_parser.set_defaults(run=merge_command)
+
+    overlap_parser = commands.add_parser("overlap", help="report test items that occur in a training file")
+    overlap_parser.add_argument("train", type=Path)
+    overlap_parser.add_argument("test", type=Path)
+    overlap_parser.add_argument("--threshold", type=float, default=0.8, help="character n-gram Jaccard")
+    overlap_parser.add_argument("--shingle", type=int, default=5, help="n of the character n-grams")
+    overlap_parser.set_defaults(run=overlap_command)
+
+    split_parser = commands.add_parser("split", help="paragraph-grouped, answer-stratified train/val split")
+    split_parser.add_argument("input", type=Path)
+    split_parser.add_argument("--train-output", required=True, type=Path)
+    split_parser.add_argument("--val-output", required=True, type=Path)
+    split_parser.add_argument("--val-fraction", type=float, default=0.1)
+    split_parser.add_argument("--seed", type=int, default=42)
+    split_parser.set_defaults(run=split_command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except DataValidationError as err:
+        print(err, file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -100,9 +100,10 @@ class _ProblemLog:
             raise DataValidationError(self.kept, self.total)
 
 
-def load_items(path: str | Path, max_choices: int = DEFAULT_MAX_CHOICES) -> list[Item]:
+def load_items(path: str | Path, max_choices: int = DEFAULT_MAX_CHOICES, zero_based: bool = False) -> list[Item]:
     """Read and validate a CSV (competition or flat shape) or JSON Lines file.
 
+    ``zero_based`` reads answers numbered from 0 (as some public sets store them) and stores them 1-based.
     Raises DataValidationError listing every problem; returns the items in file order otherwise.
     """
     path = Path(path)
@@ -114,7 +115,7 @@ def load_items(path: str | Path, max_choices: int = DEFAULT_MAX_CHOICES) -> list
     reader = _jsonl_rows if path.suffix.lower() in JSONL_SUFFIXES else _csv_rows
     rows = reader(text, log)
     log.raise_if_any()
-    items = _rows_to_items(rows, log, max_choices)
+    items = _rows_to_items(rows, log, max_choices, 1 if zero_based else 0)
     log.raise_if_any()
     return items
 
@@ -234,11 +235,13 @@ def _check_header(columns: Sequence[str], log: _ProblemLog) -> bool:
     return True
 
 
-def _rows_to_items(rows: list[tuple[int, dict[str, Any]]], log: _ProblemLog, max_choices: int) -> list[Item]:
+def _rows_to_items(
+    rows: list[tuple[int, dict[str, Any]]], log: _ProblemLog, max_choices: int, answer_shift: int = 0
+) -> list[Item]:
     items: list[Item] = []
     first_row_of_id: dict[str, int] = {}
     for row_number, row in rows:
-        item = _row_to_item(row_number, row, log, max_choices)
+        item = _row_to_item(row_number, row, log, max_choices, answer_shift)
         if item is None:
             continue
         if item.id in first_row_of_id:
@@ -249,7 +252,9 @@ def _rows_to_items(rows: list[tuple[int, dict[str, Any]]], log: _ProblemLog, max
     return items
 
 
-def _row_to_item(row_number: int, row: Mapping[str, Any], log: _ProblemLog, max_choices: int) -> Item | None:
+def _row_to_item(
+    row_number: int, row: Mapping[str, Any], log: _ProblemLog, max_choices: int, answer_shift: int = 0
+) -> Item | None:
     errors_before = log.total
     item_id = _text(row.get("id")).strip()
     if not item_id:
@@ -282,7 +287,7 @@ def _row_to_item(row_number: int, row: Mapping[str, Any], log: _ProblemLog, max_
     if not question.strip():
         log.add(row_number, item_id, question_column, "empty question")
     choices = _validate_choices(choices_value, row_number, item_id, choices_column, log, max_choices)
-    answer = _validate_answer(answer_value, choices, row_number, item_id, answer_column, log)
+    answer = _validate_answer(answer_value, choices, row_number, item_id, answer_column, log, answer_shift)
     if log.total > errors_before or choices is None:
         return None
     metadata = {k: _text(v) for k, v in row.items() if k not in KNOWN_COLUMNS and k is not None}
@@ -349,7 +354,13 @@ def _validate_choices(
 
 
 def _validate_answer(
-    value: Any, choices: tuple[str, ...] | None, row: int, item_id: str, column: str, log: _ProblemLog
+    value: Any,
+    choices: tuple[str, ...] | None,
+    row: int,
+    item_id: str,
+    column: str,
+    log: _ProblemLog,
+    shift: int = 0,
 ) -> int | None:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -374,6 +385,7 @@ def _validate_answer(
     if answer is None:
         log.add(row, item_id, column, f"answer {value!r} is not an integer")
         return None
+    answer += shift
     if choices is not None and not 1 <= answer <= len(choices):
         log.add(row, item_id, column, f"answer {answer} is outside 1..{len(choices)}")
         return None

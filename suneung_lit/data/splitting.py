@@ -13,7 +13,12 @@ _NON_WORD = re.compile(r"\W+")
 
 
 def paragraph_key(item: Item) -> str:
-    """Items whose paragraphs match after dropping spacing and punctuation share a group."""
+    """Items whose paragraphs match after dropping spacing and punctuation share a group.
+
+    A ``group`` metadata value (set on augmented copies) overrides it, so copies stay with their original.
+    """
+    if item.metadata.get("group"):
+        return item.metadata["group"]
     return _NON_WORD.sub("", item.paragraph).lower() or f"\x00{item.id}"
 
 
