@@ -259,7 +259,7 @@ def _row_to_item(
     item_id = _text(row.get("id")).strip()
     if not item_id:
         log.add(row_number, None, "id", "empty id")
-    paragraph = _text(row.get("paragraph"))
+    paragraph = _optional_text(row.get("paragraph"))  # "nan" from pandas round-trips means empty
     question_plus = _optional_text(row.get("question_plus"))
 
     if "problems" in row:
