@@ -86,13 +86,15 @@ def main() -> None:
             )
 
         def datamodule(cache: str) -> MultipleChoiceDataModule:
-            return MultipleChoiceDataModule(
+            data = MultipleChoiceDataModule(
                 str(path),
                 predict_path=str(scratch / "subset.csv"),
                 max_length=args.max_length,
                 eval_batch_size=args.batch_size,
                 cache_dir=str(scratch / cache),
             )
+            data.tokenizer = tokenizer  # both sides start with the tokenizer loaded
+            return data
 
         trainer().predict(module, datamodule("warmup"))  # loads the model once; not timed
         start = time.perf_counter()

@@ -145,3 +145,31 @@ def test_fit_after_sanity_validation_on_cpu_4bit(tiny_model_dir, data):
     trainer.fit(module, data)
     assert trainer.global_step == 3
     assert all(not m.support_avx512bf16_for_cpu for m in module.modules() if isinstance(m, bnb.nn.Linear4bit))
+
+
+def test_validation_reports_accuracy_per_source(tiny_model_dir, tmp_path):
+    from dataclasses import replace
+
+    items = make_items(12, seed=5, prefix="val")
+    labelled = [replace(item, metadata={"source": "kmmlu" if n % 3 else "click"}) for n, item in enumerate(items)]
+    write_items(make_items(8, seed=6), tmp_path / "train.csv")
+    write_items(labelled, tmp_path / "val.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir),
+        train_path=str(tmp_path / "train.csv"),
+        val_path=str(tmp_path / "val.csv"),
+        max_length=256,
+        eval_batch_size=5,
+    )
+    module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
+    [metrics] = trainer.validate(module, datamodule)
+    assert datamodule.groups == ["click", "kmmlu"]
+    overall, click, kmmlu = metrics["val/acc"], metrics["val/acc/click"], metrics["val/acc/kmmlu"]
+    assert overall == pytest.approx((4 * click + 8 * kmmlu) / 12, abs=1e-6)
