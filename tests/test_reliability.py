@@ -20,6 +20,7 @@ from suneung_lit.writer import PredictionSetMismatchError, merge_predictions, wr
 from .conftest import REPO
 
 DEMO = str(REPO / "configs" / "demo.yaml")
+FIT_ON_SAMPLE = ("fit", "--config", DEMO, "--data.train_path", str(REPO / "data" / "sample_train.csv"))
 
 
 def cli(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -80,11 +81,7 @@ def test_unwritable_output_folder_fails_before_the_model_loads(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     result = cli(
-        "fit",
-        "--config",
-        DEMO,
-        "--data.train_path",
-        str(REPO / "data" / "sample_train.csv"),
+        *FIT_ON_SAMPLE,
         "--checkpoint.dirpath",
         str(blocker / "checkpoints"),
         cwd=tmp_path,
@@ -94,11 +91,7 @@ def test_unwritable_output_folder_fails_before_the_model_loads(tmp_path):
 
 def test_unknown_template_fails_before_the_model_loads(tmp_path):
     result = cli(
-        "fit",
-        "--config",
-        DEMO,
-        "--data.train_path",
-        str(REPO / "data" / "sample_train.csv"),
+        *FIT_ON_SAMPLE,
         "--data.template",
         "fancy",
         cwd=tmp_path,
