@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import datasets
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
@@ -16,8 +16,6 @@ from suneung_lit.data.prompts import PromptTemplate, load_template
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, Problem, load_items
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
-
-log = logging.getLogger(__name__)
 
 
 class MultipleChoiceDataModule(L.LightningDataModule):
@@ -90,6 +88,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.items: dict[str, list[Item]] = {}
         self.encoded: dict[str, datasets.Dataset] = {}
         self.reports: dict[str, CleaningReport] = {}
+        self._reported: set[str] = set()
         self.groups: list[str] = []
 
     # ---- preparation -------------------------------------------------------------------------------------------
@@ -157,6 +156,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         if stage == "predict" and "predict" not in self.items:
             items = self._load_split("predict")
             self.items["predict"], self.reports["predict"] = clean(items, self.cleaning, allow_drops=False)
+        for split, report in self.reports.items():
+            if split not in self._reported:
+                self._reported.add(split)
+                rank_zero_info(f"cleaning {split}:\n  " + str(report).replace("\n", "\n  "))
         for split, items in self.items.items():
             if split in self.encoded:
                 continue
@@ -165,12 +168,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                 items, tokenizer, self.template, self.max_length, self.max_choices, self.cache_dir
             )
             stats = encoding_stats(self.encoded[split])
-            log.info(
-                "%s: %d items, %d shortened to fit %d tokens",
-                split,
-                stats.rows,
-                len(stats.shortened_ids),
-                self.max_length,
+            rank_zero_info(
+                f"{split}: {stats.rows} items, {len(stats.shortened_ids)} with the paragraph shortened "
+                f"to fit {self.max_length} tokens"
             )
         self.groups = sorted({g for ds in self.encoded.values() for g in ds.unique("group") if g})
 
