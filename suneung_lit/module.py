@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -21,6 +23,16 @@ log = logging.getLogger(__name__)
 
 DtypeChoice = Literal["bfloat16", "float16", "float32"]
 OptimizerChoice = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
+# Where the model was loaded from and how it was loaded do not change which base it is.
+CONFIG_KEYS_NOT_IN_FINGERPRINT = {
+    "_name_or_path",
+    "transformers_version",
+    "_commit_hash",
+    "quantization_config",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+}
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -149,6 +161,43 @@ class QLoRAMultipleChoice(L.LightningModule):
             self.val_group_acc = GroupedAccuracy(len(self.group_names))
 
     # ---- checkpoints hold the adapter only -------------------------------------------------------------------------
+
+    def base_model_fingerprint(self) -> dict[str, str]:
+        """Identifies the frozen base: name, architecture, and a hash of a slice of its (unquantized) embedding.
+
+        Adapters trained on one base are meaningless on another of the same shape; the weights hash tells
+        them apart where shapes cannot.
+        """
+        embedding = self.model.get_input_embeddings().weight
+        # Rounded to bf16 so that the same base loaded in another dtype still matches.
+        sample = embedding[: min(8, embedding.shape[0])].detach().to(torch.bfloat16).float().cpu().contiguous()
+        config = self.model.get_base_model().config.to_dict()
+        architecture = {k: v for k, v in config.items() if k not in CONFIG_KEYS_NOT_IN_FINGERPRINT}
+        return {
+            "model_name_or_path": str(self.hparams.model_name_or_path),
+            "config_sha256": hashlib.sha256(json.dumps(architecture, sort_keys=True, default=str).encode()).hexdigest()[
+                :16
+            ],
+            "embedding_sha256": hashlib.sha256(sample.numpy().tobytes()).hexdigest()[:16],
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["base_model"] = self.base_model_fingerprint()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("base_model")
+        if saved is None:
+            return
+        if self.model is None:
+            self.configure_model()
+        current = self.base_model_fingerprint()
+        differs = [k for k in ("config_sha256", "embedding_sha256") if saved.get(k) != current[k]]
+        if differs:
+            raise CheckpointMismatchError(
+                f"checkpoint was trained on base model {saved.get('model_name_or_path')!r}, but the configured base "
+                f"{current['model_name_or_path']!r} differs ({', '.join(differs)}); use the base model the adapter "
+                "was trained on"
+            )
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
         """Only trainable (LoRA) weights: a 32B run checkpoints in megabytes, not the frozen base."""

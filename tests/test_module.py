@@ -173,3 +173,16 @@ def test_validation_reports_accuracy_per_source(tiny_model_dir, tmp_path):
     assert datamodule.groups == ["click", "kmmlu"]
     overall, click, kmmlu = metrics["val/acc"], metrics["val/acc/click"], metrics["val/acc/kmmlu"]
     assert overall == pytest.approx((4 * click + 8 * kmmlu) / 12, abs=1e-6)
+
+
+def test_checkpoint_from_another_base_model_of_the_same_shape_is_refused(tiny_model_dir, tmp_path):
+    from suneung_lit.tiny import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", seed=1)  # same architecture, other weights
+    checkpoint: dict = {}
+    tiny_module(tiny_model_dir).on_save_checkpoint(checkpoint)
+    tiny_module(tiny_model_dir).on_load_checkpoint(checkpoint)  # the same base loads
+    unquantized_bf16 = QLoRAMultipleChoice(str(tiny_model_dir), quantization="none", dtype="bfloat16")
+    unquantized_bf16.on_load_checkpoint(checkpoint)  # the same base loaded another way loads too
+    with pytest.raises(CheckpointMismatchError, match="differs \\(embedding_sha256\\)"):
+        tiny_module(other).on_load_checkpoint(checkpoint)
