@@ -76,3 +76,86 @@ def set_threads() -> int:
     threads = int(os.environ.get("BENCH_THREADS", torch.get_num_threads()))
     torch.set_num_threads(threads)
     return threads
+
+
+# Qwen2.5 Instruct shapes (from their published configs), for speed and memory runs with random weights.
+PRESETS = {
+    "qwen2.5-7b": dict(hidden=3584, layers=28, heads=28, kv_heads=4, intermediate=18944, vocab=152064),
+    "qwen2.5-32b": dict(hidden=5120, layers=64, heads=40, kv_heads=8, intermediate=27648, vocab=152064),
+    "check": dict(hidden=256, layers=2, heads=4, kv_heads=2, intermediate=512, vocab=152064),  # CPU smoke size
+}
+
+
+def random_4bit_model(preset: str, device: torch.device, compute_dtype: torch.dtype, seed: int = 0):
+    """A Qwen2ForCausalLM of a preset shape with random NF4 weights, built without full-precision copies.
+
+    The skeleton is created on the meta device; each linear layer's random bf16 weight is then made on the
+    target device and quantized at once, so peak memory is the 4-bit model plus one layer's bf16 weight (a 32B
+    model needs ~20 GB instead of 64 GB in bf16 or 128 GB in fp32). Embedding, head and norms stay unquantized,
+    as bitsandbytes loading leaves them.
+    """
+    import bitsandbytes as bnb
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    shape = PRESETS[preset]
+    config = Qwen2Config(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+    )
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def random(*size: int, std: float = 0.02) -> torch.Tensor:
+        return torch.empty(*size, dtype=torch.bfloat16, device=device).normal_(0.0, std, generator=generator)
+
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, torch.nn.Linear) or name == "lm_head":
+                continue
+            with torch.device("meta"):
+                layer = bnb.nn.Linear4bit(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    compute_dtype=compute_dtype,
+                    compress_statistics=True,
+                    quant_type="nf4",
+                )
+            layer.weight = bnb.nn.Params4bit(
+                random(child.out_features, child.in_features),
+                requires_grad=False,
+                compress_statistics=True,
+                quant_type="nf4",
+                module=layer,
+            ).to(device)
+            if child.bias is not None:
+                layer.bias = torch.nn.Parameter(torch.zeros(child.out_features, device=device), requires_grad=False)
+            setattr(parent, name, layer)
+    model.model.embed_tokens.weight = torch.nn.Parameter(random(shape["vocab"], shape["hidden"]), requires_grad=False)
+    model.lm_head.weight = torch.nn.Parameter(random(shape["vocab"], shape["hidden"]), requires_grad=False)
+    for module in model.modules():
+        if hasattr(module, "variance_epsilon"):  # RMSNorm
+            module.weight = torch.nn.Parameter(torch.ones(module.weight.shape, device=device), requires_grad=False)
+    with torch.device(device):  # its inverse frequencies are computed, not loaded
+        model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
+    left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]
+    if left_on_meta:
+        raise RuntimeError(f"random_4bit_model left tensors on the meta device: {left_on_meta[:5]}")
+    model.is_loaded_in_4bit = True
+    return model.eval()
+
+
+def preset_lora_model(preset: str, device: torch.device, compute_dtype: torch.dtype, gradient_checkpointing: bool):
+    """``random_4bit_model`` wrapped with the package's default LoRA adapters, as configure_model would."""
+    from suneung_lit.backbone import add_lora
+    from suneung_lit.module import DEFAULT_TARGET_MODULES
+
+    model = random_4bit_model(preset, device, compute_dtype)
+    return add_lora(model, 8, 16, 0.0, list(DEFAULT_TARGET_MODULES), gradient_checkpointing=gradient_checkpointing)

@@ -6,7 +6,7 @@ position, take the last one, softmax over the option tokens. Ours is ``Trainer.p
 batched, length-sorted, left-padded, last-position logits only, under inference mode.
 
     python benchmarks/predict_speed.py                 # CPU default, a few minutes
-    python benchmarks/predict_speed.py --rows 869 --hidden 1024 --layers 8 --batch-size 32   # on a GPU
+    python benchmarks/predict_speed.py --preset qwen2.5-32b --rows 869 --max-length 2048   # on a GPU
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, append_result, model_dir, set_threads  # noqa: E402
+from common import COMPETITION, PRESETS, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
 
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quantization", default="nf4", choices=["nf4", "fp4", "int8", "none"])
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights")
     args = parser.parse_args()
     threads = set_threads()
     path = model_dir(args.hidden, args.layers)
@@ -63,6 +64,9 @@ def main() -> None:
     module = QLoRAMultipleChoice(
         str(path), quantization=args.quantization, compute_dtype=dtype, dtype=dtype, lora_dropout=0.0
     )
+    if args.preset:
+        device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+        module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         probe = MultipleChoiceDataModule(str(path), predict_path=str(COMPETITION / "test.csv"))

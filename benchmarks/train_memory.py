@@ -7,7 +7,8 @@ one measurement's memory cannot hide another's. On CPU, memory is the peak resid
 before the step (sampled every 0.5 ms); on a GPU, ``torch.cuda.max_memory_allocated``.
 
     python benchmarks/train_memory.py                        # CPU default, lengths 512/1024/2048
-    python benchmarks/train_memory.py --hidden 1024 --layers 8 --batch-size 4   # on a GPU
+    python benchmarks/train_memory.py --preset qwen2.5-32b --lengths 1024 2048 --batch-size 1 \
+        --gradient-checkpointing                              # on a GPU: random 4-bit 32B, ~20 GB
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, append_result, model_dir, set_threads  # noqa: E402
+from common import COMPETITION, PRESETS, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
 
 
 def resident_bytes() -> int:
@@ -89,8 +90,10 @@ def measure(mode: str, length: int, args: argparse.Namespace) -> dict[str, float
         lora_dropout=0.0,
         gradient_checkpointing=args.gradient_checkpointing,
     )
-    module.configure_model()
-    model = module.model.to(device) if not gpu else module.model
+    if args.preset:
+        module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), args.gradient_checkpointing)
+    module.configure_model()  # loads from `path` unless a preset model is already set
+    model = module.model
     model.train()
     from transformers import AutoTokenizer
 
@@ -141,6 +144,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights")
     parser.add_argument("--single", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -162,7 +166,8 @@ def main() -> None:
                 .splitlines()[-1]
             )
             results[mode, length] = json.loads(out)
-    print(f"batch {args.batch_size}, model h{args.hidden}/l{args.layers} nf4 + LoRA")
+    label = args.preset or f"h{args.hidden} l{args.layers}"
+    print(f"batch {args.batch_size}, model {label} nf4 + LoRA")
     print(f"{'tokens':>7}{'baseline MB':>13}{'ours MB':>10}{'ratio':>8}{'baseline tok/s':>16}{'ours tok/s':>12}")
     for length in args.lengths:
         b, o = results["baseline", length], results["ours", length]

@@ -62,7 +62,6 @@ def load_lora_model(
     attn_implementation: str | None = None,
 ) -> torch.nn.Module:
     """Load the base model on ``device`` (quantized as configured) and return it wrapped with fresh LoRA adapters."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(quantization, double_quant, compute_dtype)
@@ -74,8 +73,26 @@ def load_lora_model(
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
+    return add_lora(
+        model, lora_r, lora_alpha, lora_dropout, target_modules, use_rslora, use_dora, gradient_checkpointing
+    )
+
+
+def add_lora(
+    model: torch.nn.Module,
+    lora_r: int,
+    lora_alpha: int,
+    lora_dropout: float,
+    target_modules: list[str],
+    use_rslora: bool = False,
+    use_dora: bool = False,
+    gradient_checkpointing: bool = False,
+) -> torch.nn.Module:
+    """Freeze a loaded causal LM (prepared for k-bit training when quantized) and wrap it with LoRA adapters."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
     model.config.use_cache = False
-    if quant is not None:
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
         keep_4bit_weights_trainable_on_cpu(model)
     else:

@@ -130,7 +130,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         hp = self.hparams
         self.model = load_lora_model(
             hp.model_name_or_path,
-            device=self.trainer.strategy.root_device if self._trainer is not None else torch.device("cpu"),
+            device=self._load_device(),
             quantization=hp.quantization,
             double_quant=hp.double_quant,
             compute_dtype=getattr(torch, hp.compute_dtype),
@@ -145,6 +145,12 @@ class QLoRAMultipleChoice(L.LightningModule):
             trust_remote_code=hp.trust_remote_code,
             attn_implementation=hp.attn_implementation,
         )
+
+    def _load_device(self) -> torch.device:
+        """The strategy's device inside a Trainer; outside one (scripts, notebooks) the GPU when there is one."""
+        if self._trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
     def setup(self, stage: str) -> None:
         datamodule = self.trainer.datamodule if self._trainer is not None else None
