@@ -44,24 +44,17 @@ def keep_4bit_weights_trainable_on_cpu(model: torch.nn.Module) -> int:
     return changed
 
 
-def load_lora_model(
+def load_base_model(
     model_name_or_path: str,
     device: torch.device,
     quantization: QuantizationChoice,
     double_quant: bool,
     compute_dtype: torch.dtype,
     dtype: torch.dtype,
-    lora_r: int,
-    lora_alpha: int,
-    lora_dropout: float,
-    target_modules: list[str],
-    use_rslora: bool = False,
-    use_dora: bool = False,
-    gradient_checkpointing: bool = False,
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> torch.nn.Module:
-    """Load the base model on ``device`` (quantized as configured) and return it wrapped with fresh LoRA adapters."""
+    """Load the frozen base model on ``device``, quantized as configured."""
     from transformers import AutoModelForCausalLM
 
     quant = quantization_config(quantization, double_quant, compute_dtype)
@@ -72,10 +65,7 @@ def load_lora_model(
         # Quantized weights are created on the target device while loading; they cannot be moved afterwards.
         kwargs["quantization_config"] = quant
         kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
-    return add_lora(
-        model, lora_r, lora_alpha, lora_dropout, target_modules, use_rslora, use_dora, gradient_checkpointing
-    )
+    return AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
 
 
 def add_lora(

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from suneung_lit.backbone import QuantizationChoice, load_lora_model
+from suneung_lit.backbone import QuantizationChoice, add_lora, load_base_model
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES
 from suneung_lit.data.tokenization import option_token_ids
 from suneung_lit.scoring import answer_logits, option_scores
@@ -128,13 +128,18 @@ class QLoRAMultipleChoice(L.LightningModule):
         if self.model is not None:
             return
         hp = self.hparams
-        self.model = load_lora_model(
+        base = load_base_model(
             hp.model_name_or_path,
             device=self._load_device(),
             quantization=hp.quantization,
             double_quant=hp.double_quant,
             compute_dtype=getattr(torch, hp.compute_dtype),
             dtype=getattr(torch, hp.dtype),
+            trust_remote_code=hp.trust_remote_code,
+            attn_implementation=hp.attn_implementation,
+        )
+        self.model = add_lora(
+            base,
             lora_r=hp.lora_r,
             lora_alpha=hp.lora_alpha,
             lora_dropout=hp.lora_dropout,
@@ -142,8 +147,6 @@ class QLoRAMultipleChoice(L.LightningModule):
             use_rslora=hp.use_rslora,
             use_dora=hp.use_dora,
             gradient_checkpointing=hp.gradient_checkpointing,
-            trust_remote_code=hp.trust_remote_code,
-            attn_implementation=hp.attn_implementation,
         )
 
     def _load_device(self) -> torch.device:
