@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from suneung_lit.atomic_write import write_atomically
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
-from suneung_lit.writer import PredictionSetMismatchError, merge_predictions, write_atomically
+from suneung_lit.writer import PredictionSetMismatchError, merge_predictions
 
 from .conftest import REPO
 

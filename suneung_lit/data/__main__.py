@@ -13,6 +13,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from suneung_lit.atomic_write import write_atomically
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, load_items
 
 
@@ -80,7 +81,6 @@ def _load_all(paths: list[Path]) -> list[Item]:
 def convert_command(args: argparse.Namespace) -> int:
     from suneung_lit.data.converters import convert
     from suneung_lit.data.records import write_items
-    from suneung_lit.writer import write_atomically
 
     conversion = convert(args.format, args.inputs, zero_based=args.zero_based)
     if conversion.problems and not args.skip_invalid:

@@ -6,7 +6,6 @@ rows never run on prediction inputs: every test id must reach the submission.
 
 from __future__ import annotations
 
-import ast
 import csv
 import re
 import unicodedata
@@ -14,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from suneung_lit.data.records import DataValidationError, Item, Problem
+from suneung_lit.data.records import DataValidationError, Item, Problem, parse_literal
 
 StepResult = tuple[list[Item], list[str]]
 Step = Callable[[list[Item]], StepResult]
@@ -257,14 +256,14 @@ def apply_corrections(
                     raise ValueError(f"answer {answer} is outside 1..{item.num_choices}")
                 item = replace(item, answer=answer)
             else:
-                choices = ast.literal_eval(fix.value)
+                choices = parse_literal(fix.value)
                 if not isinstance(choices, (list, tuple)) or len(choices) < 2:
                     raise ValueError("choices must be a list literal with at least 2 entries")
                 choices = tuple(str(c) for c in choices)
                 if item.answer is not None and item.answer > len(choices):
                     raise ValueError(f"answer {item.answer} no longer fits {len(choices)} choices")
                 item = replace(item, choices=choices)
-        except (ValueError, SyntaxError) as err:
+        except ValueError as err:
             problems.append(Problem(source, None, item.id, "value", str(err)))
         touched.append(item.id)
         result.append(item)

@@ -7,7 +7,6 @@ prefixed by the source; the source name is kept as ``source`` metadata.
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import re
@@ -18,11 +17,12 @@ from typing import Any
 
 from suneung_lit.data.records import (
     DEFAULT_MAX_CHOICES,
-    EMPTY_MARKERS,
     DataValidationError,
     Item,
     Problem,
     load_items,
+    optional_text,
+    parse_literal,
 )
 
 _SECTION = re.compile(r"^###\s*(지문|질문|선택지|문장|참고)\s*:\s*", re.MULTILINE)
@@ -43,8 +43,7 @@ class Conversion:
 
 
 def _text(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return "" if text.strip() in EMPTY_MARKERS else text.strip()
+    return optional_text(value).strip()
 
 
 def _check(conversion: Conversion, path: Path, position: int, item: Item, raw: Any, max_choices: int) -> None:
@@ -72,14 +71,11 @@ def _csv_records(path: Path) -> list[dict[str, str]]:
 def _parse_list(value: Any) -> list | None:
     if isinstance(value, list):
         return value
-    for parse in (json.loads, ast.literal_eval):
-        try:
-            parsed = parse(str(value))
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            continue
-        if isinstance(parsed, (list, tuple)):
-            return list(parsed)
-    return None
+    try:
+        parsed = parse_literal(str(value))
+    except ValueError:
+        return None
+    return list(parsed) if isinstance(parsed, (list, tuple)) else None
 
 
 def convert_kmmlu(path: Path, conversion: Conversion, max_choices: int) -> None:

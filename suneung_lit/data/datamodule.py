@@ -88,7 +88,6 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.items: dict[str, list[Item]] = {}
         self.encoded: dict[str, datasets.Dataset] = {}
         self.reports: dict[str, CleaningReport] = {}
-        self._reported: set[str] = set()
         self.groups: list[str] = []
 
     # ---- preparation -------------------------------------------------------------------------------------------
@@ -138,12 +137,16 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         # Cleaned together so that duplicates across the two files and corrections for either are handled once.
         val_ids = {item.id for item in val}
         cleaned, report = clean(train + val, self.cleaning, self.corrections_path)
-        self.reports["train"] = report
+        self._report("train", report)
         train = [item for item in cleaned if item.id not in val_ids]
         val = [item for item in cleaned if item.id in val_ids]
         if not self.paths["val"] and train:
             train, val = grouped_split(train, self.val_fraction, self.split_seed)
         return train, val
+
+    def _report(self, split: str, report: CleaningReport) -> None:
+        self.reports[split] = report
+        rank_zero_info(f"cleaning {split}:\n  " + str(report).replace("\n", "\n  "))
 
     def setup(self, stage: str) -> None:
         self.check_inputs(stage)
@@ -151,15 +154,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.template = load_template(self.template_name)
         if stage in ("fit", "validate") and "val" not in self.items:
             self.items["train"], self.items["val"] = self._labelled_items()
-        if stage == "test" and "test" not in self.items:
-            self.items["test"], self.reports["test"] = clean(self._load_split("test"), self.cleaning, allow_drops=False)
-        if stage == "predict" and "predict" not in self.items:
-            items = self._load_split("predict")
-            self.items["predict"], self.reports["predict"] = clean(items, self.cleaning, allow_drops=False)
-        for split, report in self.reports.items():
-            if split not in self._reported:
-                self._reported.add(split)
-                rank_zero_info(f"cleaning {split}:\n  " + str(report).replace("\n", "\n  "))
+        for split in ("test", "predict"):
+            if stage == split and split not in self.items:
+                self.items[split], report = clean(self._load_split(split), self.cleaning, allow_drops=False)
+                self._report(split, report)
         for split, items in self.items.items():
             if split in self.encoded:
                 continue

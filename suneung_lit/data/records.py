@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suneung_lit.atomic_write import write_atomically
+
 DEFAULT_MAX_CHOICES = 5
 MAX_REPORTED_PROBLEMS = 50
 # Cells this long are not parsed as literals: a pathological literal can exhaust memory or recursion.
@@ -259,8 +261,8 @@ def _row_to_item(
     item_id = _text(row.get("id")).strip()
     if not item_id:
         log.add(row_number, None, "id", "empty id")
-    paragraph = _optional_text(row.get("paragraph"))  # "nan" from pandas round-trips means empty
-    question_plus = _optional_text(row.get("question_plus"))
+    paragraph = optional_text(row.get("paragraph"))  # "nan" from pandas round-trips means empty
+    question_plus = optional_text(row.get("question_plus"))
 
     if "problems" in row:
         problem = _parse_literal(row.get("problems"), dict, row_number, item_id, "problems", log)
@@ -270,7 +272,7 @@ def _row_to_item(
         choices_value = problem.get("choices")
         answer_value = problem.get("answer")
         # The competition test file repeats <보기> inside the dict; the column wins when both are set.
-        question_plus = question_plus or _optional_text(problem.get("question_plus"))
+        question_plus = question_plus or optional_text(problem.get("question_plus"))
         choices_column = "problems.choices"
         answer_column = "problems.answer"
         question_column = "problems.question"
@@ -300,9 +302,23 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _optional_text(value: Any) -> str:
+def optional_text(value: Any) -> str:
+    """Cell text, with the markers that empty cells turn into ("nan", "None", ...) read as empty."""
     text = _text(value)
     return "" if text.strip() in EMPTY_MARKERS else text
+
+
+def parse_literal(text: str) -> Any:
+    """A JSON or Python literal; never executed as code. ValueError (caused by the parser's error) otherwise."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        pass
+    try:
+        # literal_eval only builds Python literals; it never executes code.
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
+        raise ValueError(f"not a JSON or Python literal: {text[:40]!r}") from err
 
 
 def _parse_literal(value: Any, expected: type, row: int, item_id: str, column: str, log: _ProblemLog) -> Any | None:
@@ -315,16 +331,11 @@ def _parse_literal(value: Any, expected: type, row: int, item_id: str, column: s
     if len(text) > MAX_LITERAL_CHARS:
         log.add(row, item_id, column, f"literal is {len(text)} characters, over the {MAX_LITERAL_CHARS} limit")
         return None
-    parsed: Any = None
     try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):
-        try:
-            # literal_eval only builds Python literals; it never executes code.
-            parsed = ast.literal_eval(text)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
-            log.add(row, item_id, column, f"cannot parse {expected.__name__} literal ({type(err).__name__})")
-            return None
+        parsed = parse_literal(text)
+    except ValueError as err:
+        log.add(row, item_id, column, f"cannot parse {expected.__name__} literal ({type(err.__cause__).__name__})")
+        return None
     if not isinstance(parsed, expected):
         log.add(row, item_id, column, f"expected a {expected.__name__}, got {type(parsed).__name__}")
         return None
@@ -394,8 +405,6 @@ def _validate_answer(
 
 def write_items(items: Sequence[Item], path: str | Path, shape: str = "flat") -> None:
     """Write items as a flat CSV (``choices`` as a JSON list) or in the competition shape (``problems`` dict)."""
-    from suneung_lit.writer import write_atomically
-
     metadata_columns = sorted({key for item in items for key in item.metadata})
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
