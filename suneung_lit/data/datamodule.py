@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from suneung_lit.data.batching import LeftPadCollator, ResumableBatchSampler, ResumableDataLoader
 from suneung_lit.data.cleaning import DEFAULT_STEPS, CleaningReport, clean
-from suneung_lit.data.prompts import PromptTemplate, load_template
+from suneung_lit.data.prompts import PromptTemplate, load_template, resolve_chat_template
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, Problem, load_items
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
@@ -28,6 +28,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         test_path: labelled file for ``test``.
         predict_path: file to predict (answers optional) for ``predict``.
         template: bundled prompt template name (base, rules_ko, tutor_en, cot_json, support) or a folder.
+        chat_template: how the template's turns become text. null: the tokenizer's chat template, or plain text
+            (BOS, turns separated by blank lines) when it has none, as base models such as Gemma 3 270M; ``plain``:
+            plain text even when the tokenizer has a chat template; otherwise a path to a Jinja chat template.
         max_length: longest prompt in tokens; longer paragraphs are shortened, never dropped.
         max_choices: most choices an item may have (option tokens "1".."max_choices" are scored).
         cleaning: cleaning steps, in order (see ``suneung_lit.data.cleaning.STEPS``).
@@ -51,6 +54,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         test_path: str | None = None,
         predict_path: str | None = None,
         template: str = "base",
+        chat_template: str | None = None,
         max_length: int = 1024,
         max_choices: int = DEFAULT_MAX_CHOICES,
         cleaning: tuple[str, ...] = DEFAULT_STEPS,
@@ -70,6 +74,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.tokenizer_name_or_path = tokenizer_name_or_path
         self.paths = {"train": train_path, "val": val_path, "test": test_path, "predict": predict_path}
         self.template_name = template
+        self.chat_template = chat_template
         self.max_length = max_length
         self.max_choices = max_choices
         self.cleaning = list(cleaning)
@@ -110,6 +115,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         if problems:
             raise DataValidationError(problems)
         load_template(self.template_name)
+        if self.chat_template not in (None, "plain") and not Path(self.chat_template).is_file():
+            raise DataValidationError(
+                [Problem(str(self.chat_template), None, None, "data.chat_template", "not 'plain' nor a Jinja file")]
+            )
 
     def _load_tokenizer(self):
         if self.tokenizer is None:
@@ -117,6 +126,12 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                 self.tokenizer_name_or_path, trust_remote_code=self.trust_remote_code
             )
             option_token_ids(self.tokenizer, self.max_choices)  # fail early on a tokenizer we cannot score
+            if self.chat_template is None and not self.tokenizer.chat_template:
+                rank_zero_info(
+                    f"{self.tokenizer_name_or_path}: the tokenizer has no chat template; prompts are plain text "
+                    "(set data.chat_template to a Jinja file to change that)"
+                )
+            self.tokenizer.chat_template = resolve_chat_template(self.chat_template, self.tokenizer)
         return self.tokenizer
 
     def _load_split(self, split: str) -> list[Item]:

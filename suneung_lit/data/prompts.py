@@ -1,5 +1,9 @@
 """Prompt templates: plain text files, rendered through the tokenizer's chat template.
 
+Base models often ship a tokenizer without a chat template (Gemma 3 270M's has none). Their prompts are plain
+text: the BOS token, the system and user texts separated by blank lines, and one space after the user text's
+closing cue ("정답:") so that the next token is the answer digit itself.
+
 A template is a folder holding ``user.txt`` (items without <보기>), ``user_plus.txt`` (items with it), and
 optionally ``system.txt`` and ``assistant_prefix.txt``. Placeholders use ``$name``: ``paragraph``, ``question``,
 ``question_plus``, ``choices`` (numbered lines), ``num_choices``, ``option_list`` ("1, 2, 3, 4") and any
@@ -18,6 +22,13 @@ from pathlib import Path
 from suneung_lit.data.records import DataValidationError, Item, Problem
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+# Jinja, rendered by transformers' apply_chat_template like any chat template (so one code path serves both).
+PLAIN_TEXT_CHAT_TEMPLATE = (
+    "{%- if bos_token %}{{- bos_token }}{%- endif %}"
+    "{%- for message in messages %}{{- message['content'] }}{%- if not loop.last %}{{- '\\n\\n' }}{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- ' ' }}{%- endif %}"
+)
 ITEM_FIELDS = {"paragraph", "question", "question_plus", "choices", "num_choices", "option_list"}
 
 
@@ -101,7 +112,26 @@ def load_template(name_or_path: str) -> PromptTemplate:
     )
 
 
+def chat_template_of(tokenizer) -> str:
+    """The tokenizer's own chat template, or the plain-text layout when it has none."""
+    return getattr(tokenizer, "chat_template", None) or PLAIN_TEXT_CHAT_TEMPLATE
+
+
+def resolve_chat_template(setting: str | None, tokenizer) -> str:
+    """What ``data.chat_template`` means: null (the tokenizer's, else plain text), ``plain``, or a Jinja file."""
+    if setting is None:
+        return chat_template_of(tokenizer)
+    if setting == "plain":
+        return PLAIN_TEXT_CHAT_TEMPLATE
+    path = Path(setting)
+    if not path.is_file():
+        raise ValueError(f"data.chat_template: {setting!r} is neither 'plain' nor a Jinja template file")
+    return path.read_text(encoding="utf-8")
+
+
 def render_prompt(item: Item, template: PromptTemplate, tokenizer) -> str:
     """The full prompt text up to the answer position: chat template + generation prompt + prefix."""
-    text = tokenizer.apply_chat_template(template.messages(item), tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        template.messages(item), chat_template=chat_template_of(tokenizer), tokenize=False, add_generation_prompt=True
+    )
     return text + template.assistant_prefix

