@@ -1,0 +1,309 @@
+"""Accuracy harness on a real pretrained LM: zero-shot vs LoRA fine-tuned, beside the best constant predictor.
+
+Held-out items come from a paragraph-grouped split of the competition train set (no passage on both sides),
+plus any labelled file given with --heldout. Every held-out item is scored under all cyclic shifts of its
+choices, in the same batches, which yields three readings from one pass:
+
+- natural: the item as written (shift 0); read beside the best constant predictor on the same items;
+- balanced: every shifted copy, so each position is the answer equally often (a constant predictor gets ~1/n);
+- cyclic: each choice's log-probability averaged over its shifted copies (position bias cancels out).
+
+Fine-tuning runs through the same module, data module and ``Trainer.fit`` as ``python -m suneung_lit fit``.
+Each figure has a 95% Wilson interval; throughput is tokens/s over the scored prompts.
+
+    python -m suneung_lit.models get gemma-3-270m --output artifacts/gemma-3-270m
+    python benchmarks/accuracy.py --mode cpu     # short items (<= 448 tokens), ~30-40 min on 2 CPU cores
+    python benchmarks/accuracy.py --mode full    # every item at 2048 tokens, bf16, for a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import COMPETITION, ROOT, append_result, set_threads  # noqa: E402
+
+from suneung_lit.data.cleaning import clean  # noqa: E402
+from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
+from suneung_lit.data.prompts import load_template, render_prompt  # noqa: E402
+from suneung_lit.data.records import Item, load_items, write_items  # noqa: E402
+from suneung_lit.data.splitting import grouped_split  # noqa: E402
+from suneung_lit.data.tokenization import group_of  # noqa: E402
+from suneung_lit.evaluation import (  # noqa: E402
+    Accuracy,
+    accuracy,
+    balanced_copies,
+    best_constant,
+    cyclic_average,
+    split_shifted_id,
+)
+from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
+
+MODES = {
+    # Short items keep a CPU run under 40 minutes; the competition's short items are all 4-choice.
+    "cpu": dict(max_tokens=448, max_heldout=120, max_train=None, epochs=1, precision="32-true", dtype="float32"),
+    "full": dict(max_tokens=2048, max_heldout=None, max_train=None, epochs=2, precision="bf16-mixed", dtype="bfloat16"),
+}
+
+
+@dataclass
+class Scored:
+    """Per original item: the log-probabilities of each shifted copy, keyed by shift."""
+
+    items: list[Item]
+    copies: dict[str, dict[int, torch.Tensor]]
+    tokens: int
+    seconds: float
+
+
+def prompt_lengths(items: list[Item], tokenizer, template: str) -> list[int]:
+    loaded = load_template(template)
+    prompts = [render_prompt(item, loaded, tokenizer) for item in items]
+    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+
+def short_items(items: list[Item], tokenizer, template: str, max_tokens: int, limit: int | None) -> list[Item]:
+    kept = [i for i, n in zip(items, prompt_lengths(items, tokenizer, template), strict=True) if n <= max_tokens]
+    return kept[:limit] if limit else kept
+
+
+def data_module(args, work: Path, **paths: str) -> MultipleChoiceDataModule:
+    return MultipleChoiceDataModule(
+        args.model,
+        template=args.template,
+        max_length=args.max_tokens,
+        train_batch_size=args.train_batch_size,
+        eval_batch_size=args.eval_batch_size,
+        cache_dir=str(work / "cache"),
+        **paths,
+    )
+
+
+def trainer(args, **overrides) -> L.Trainer:
+    settings = dict(
+        accelerator="auto",
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    return L.Trainer(**{**settings, **overrides})
+
+
+def score(args, module: QLoRAMultipleChoice, items: list[Item], work: Path, name: str) -> Scored:
+    """Score every cyclic shift of every item with ``Trainer.predict`` (one batched pass)."""
+    path = work / f"{name}-copies.csv"
+    write_items(balanced_copies(items), path)
+    datamodule = data_module(args, work, predict_path=str(path))
+    started = time.perf_counter()
+    outputs = trainer(args).predict(module, datamodule=datamodule)
+    seconds = time.perf_counter() - started
+    copies: dict[str, dict[int, torch.Tensor]] = defaultdict(dict)
+    for batch in outputs:
+        for copy_id, probabilities, n in zip(batch["id"], batch["probabilities"], batch["num_choices"], strict=True):
+            original, shift = split_shifted_id(copy_id)
+            copies[original][shift] = probabilities[: int(n)].clamp_min(1e-12).log()
+    tokens = sum(datamodule.encoded["predict"]["length"])
+    return Scored(items, dict(copies), tokens, seconds)
+
+
+def readings(scored: Scored) -> dict[str, Accuracy]:
+    """natural, balanced and cyclic accuracy, and the best constant predictor for natural and balanced."""
+    natural_pred, balanced_pred, balanced_gold, cyclic_pred = [], [], [], []
+    for item in scored.items:
+        shifts = scored.copies[item.id]
+        n = item.num_choices
+        natural_pred.append(int(shifts[0].argmax()) + 1)
+        for shift, log_probs in shifts.items():
+            balanced_pred.append(int(log_probs.argmax()) + 1)
+            balanced_gold.append((item.answer - 1 + shift) % n + 1)
+        cyclic_pred.append(int(cyclic_average(shifts, n).argmax()) + 1)
+    gold = [item.answer for item in scored.items]
+    counts = [item.num_choices for item in scored.items]
+    balanced_counts = [item.num_choices for item in scored.items for _ in range(item.num_choices)]
+    constant_position, constant = best_constant(gold, counts)
+    _, balanced_constant = best_constant(balanced_gold, balanced_counts)
+    return {
+        "natural": accuracy(natural_pred, gold),
+        "balanced": accuracy(balanced_pred, balanced_gold),
+        "cyclic": accuracy(cyclic_pred, gold),
+        f"constant natural (always {constant_position})": constant,
+        "constant balanced": balanced_constant,
+    }
+
+
+def per_group(scored: Scored) -> dict[str, Accuracy]:
+    """Natural accuracy per source/category column, or per choice count when the file has neither."""
+    groups: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for item in scored.items:
+        name = group_of(item) or f"{item.num_choices}-choice"
+        groups[name][0].append(int(scored.copies[item.id][0].argmax()) + 1)
+        groups[name][1].append(item.answer)
+    return {name: accuracy(p, g) for name, (p, g) in sorted(groups.items())}
+
+
+def report(title: str, scored: Scored) -> dict[str, Accuracy]:
+    values = readings(scored)
+    predicted = Counter(int(scored.copies[item.id][0].argmax()) + 1 for item in scored.items)
+    print(f"\n{title}: {len(scored.items)} items, {scored.tokens / scored.seconds:.0f} tokens/s scored")
+    print(f"  natural predictions by position   {dict(sorted(predicted.items()))}")
+    for name, value in {**values, **{f"group {k}": v for k, v in per_group(scored).items()}}.items():
+        print(f"  {name:32s} {value}")
+    return values
+
+
+def competition_split(args, tokenizer) -> tuple[list[Item], list[Item]]:
+    items, _ = clean(load_items(Path(args.data_dir) / "train.csv"))
+    train, heldout = grouped_split(items, args.val_fraction, args.split_seed)
+    train = short_items(train, tokenizer, args.template, args.max_tokens, args.max_train)
+    heldout = short_items(heldout, tokenizer, args.template, args.max_tokens, args.max_heldout)
+    return train, heldout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "artifacts" / "gemma-3-270m"))
+    parser.add_argument("--mode", choices=sorted(MODES), default="cpu")
+    parser.add_argument("--data-dir", default=str(COMPETITION), help="folder holding the competition train.csv")
+    parser.add_argument("--heldout", nargs="*", default=[], help="extra labelled files, reported separately")
+    parser.add_argument("--template", default="base")
+    parser.add_argument("--val-fraction", type=float, default=0.15)
+    parser.add_argument("--split-seed", type=int, default=42)
+    parser.add_argument("--max-tokens", type=int, help="items longer than this are left out (mode default)")
+    parser.add_argument("--max-heldout", type=int, help="first N short held-out items (mode default)")
+    parser.add_argument("--max-train", type=int, help="first N short train items (mode default: all)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--precision")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"])
+    parser.add_argument("--quantization", default="none", choices=["none", "nf4"])
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--learning-rate", type=float, default=3e-4)
+    parser.add_argument("--loss-over", choices=["options", "vocab"], default="options")
+    parser.add_argument("--balance-train", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--train-batch-size", type=int, default=4)
+    parser.add_argument("--accumulate", type=int, default=2)
+    parser.add_argument("--eval-batch-size", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--skip-zero-shot", action="store_true")
+    args = parser.parse_args()
+    for key, value in MODES[args.mode].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    threads = set_threads()
+    L.seed_everything(args.seed, verbose=False)
+    from transformers import AutoTokenizer
+
+    from suneung_lit.data.augmenting import balance_answers
+
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    train, heldout = competition_split(args, tokenizer)
+    extra = {
+        Path(f).name: short_items(load_items(f), tokenizer, args.template, args.max_tokens, args.max_heldout)
+        for f in args.heldout
+    }
+    if args.balance_train:
+        train = balance_answers(train, seed=args.seed)
+    print(
+        f"{args.model}: train {len(train)} items (balanced={args.balance_train}), held-out {len(heldout)} "
+        f"competition items + {', '.join(f'{k}: {len(v)}' for k, v in extra.items()) or 'no extra files'}; "
+        f"<= {args.max_tokens} tokens, {args.mode} mode"
+    )
+    module = QLoRAMultipleChoice(
+        args.model,
+        quantization=args.quantization,
+        compute_dtype=args.dtype,
+        dtype=args.dtype,
+        lora_r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        loss_over=args.loss_over,
+        learning_rate=args.learning_rate,
+        attn_implementation="sdpa",
+    )
+    sets = {"competition split": heldout, **extra}
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        zero_shot = {}
+        if not args.skip_zero_shot:
+            for name, items in sets.items():
+                zero_shot[name] = report(f"zero-shot, {name}", score(args, module, items, work, f"zs-{len(zero_shot)}"))
+        write_items(train, work / "train.csv")
+        write_items(heldout, work / "val.csv")
+        started = time.perf_counter()
+        trainer(args, max_epochs=args.epochs, accumulate_grad_batches=args.accumulate, gradient_clip_val=1.0).fit(
+            module,
+            datamodule=data_module(args, work, train_path=str(work / "train.csv"), val_path=str(work / "val.csv")),
+        )
+        train_seconds = time.perf_counter() - started
+        train_tokens = (
+            sum(
+                len(ids)
+                for ids in tokenizer(
+                    [render_prompt(i, load_template(args.template), tokenizer) for i in train], add_special_tokens=False
+                )["input_ids"]
+            )
+            * args.epochs
+        )
+        print(
+            f"\nfine-tuned {len(train)} items x {args.epochs} epoch(s) in {train_seconds:.0f} s, "
+            f"{train_tokens / train_seconds:.0f} tokens/s"
+        )
+        tuned = {}
+        for index, (name, items) in enumerate(sets.items()):
+            scored = score(args, module, items, work, f"ft-{index}")
+            tuned[name] = report(f"fine-tuned, {name}", scored)
+            eval_rate = scored.tokens / scored.seconds
+            zs = zero_shot.get(name, {})
+            constant_key = next(k for k in tuned[name] if k.startswith("constant natural"))
+            append_result(
+                "accuracy on a real model",
+                [
+                    "model",
+                    "held-out",
+                    "items",
+                    "zero-shot natural / balanced",
+                    "fine-tuned natural",
+                    "fine-tuned balanced",
+                    "fine-tuned cyclic",
+                    "best constant natural / balanced",
+                    "train",
+                    "tok/s train / eval",
+                ],
+                [
+                    f"{Path(args.model).name} {args.quantization} r{args.lora_r} lr{args.learning_rate:g} "
+                    f"{args.loss_over}{' balanced' if args.balance_train else ''}",
+                    f"{name} <= {args.max_tokens} tok",
+                    len(items),
+                    f"{zs['natural'].value:.3f} / {zs['balanced'].value:.3f}" if zs else "-",
+                    tuned[name]["natural"],
+                    tuned[name]["balanced"],
+                    tuned[name]["cyclic"],
+                    f"{tuned[name][constant_key].value:.3f} / {tuned[name]['constant balanced'].value:.3f}",
+                    f"{len(train)} x {args.epochs}",
+                    f"{train_tokens / train_seconds:.0f} / {eval_rate:.0f}",
+                ],
+            )
+    main_set = tuned["competition split"]
+    margin = main_set["balanced"].value - main_set["constant balanced"].value
+    excludes = main_set["balanced"].low > main_set["constant balanced"].value
+    print(
+        f"accuracy model={Path(args.model).name} threads={threads} balanced={main_set['balanced'].value:.4f} "
+        f"constant_balanced={main_set['constant balanced'].value:.4f} margin={margin:+.4f} "
+        f"interval_excludes_constant={str(excludes).lower()} natural={main_set['natural'].value:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
