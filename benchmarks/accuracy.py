@@ -38,14 +38,8 @@ from suneung_lit.data.prompts import load_template, render_prompt  # noqa: E402
 from suneung_lit.data.records import Item, load_items, write_items  # noqa: E402
 from suneung_lit.data.splitting import grouped_split  # noqa: E402
 from suneung_lit.data.tokenization import group_of  # noqa: E402
-from suneung_lit.evaluation import (  # noqa: E402
-    Accuracy,
-    accuracy,
-    balanced_copies,
-    best_constant,
-    cyclic_average,
-    split_shifted_id,
-)
+from suneung_lit.debias import cyclic_average, split_shifted_id  # noqa: E402
+from suneung_lit.evaluation import Accuracy, accuracy, balanced_copies, best_constant  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
 MODES = {

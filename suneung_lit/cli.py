@@ -46,6 +46,7 @@ class SuneungCLI(LightningCLI):
         parser.link_arguments("model.model_name_or_path", "data.tokenizer_name_or_path")
         parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
         parser.link_arguments("model.max_choices", "data.max_choices")
+        parser.link_arguments("model.debias", "data.debias")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

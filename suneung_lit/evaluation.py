@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-
-import torch
+from dataclasses import dataclass
 
 from suneung_lit.data.records import Item
-
-SHIFT_SEPARATOR = "@shift"
+from suneung_lit.debias import cyclic_shift
 
 
 @dataclass(frozen=True)
@@ -56,32 +53,6 @@ def best_constant(answers: Sequence[int], num_choices: Sequence[int]) -> tuple[i
     return best, accuracy([best] * len(answers), answers)
 
 
-def cyclic_shift(item: Item, shift: int) -> Item:
-    """The item with choice ``j`` moved to position ``(j + shift) % n``; the answer follows its text."""
-    n = item.num_choices
-    choices = tuple(item.choices[(position - shift) % n] for position in range(n))
-    answer = (item.answer - 1 + shift) % n + 1 if item.answer is not None else None
-    return replace(item, id=f"{item.id}{SHIFT_SEPARATOR}{shift}", choices=choices, answer=answer)
-
-
 def balanced_copies(items: Sequence[Item]) -> list[Item]:
     """Every item under all ``n`` cyclic shifts of its choices: each position is the answer equally often."""
     return [cyclic_shift(item, shift) for item in items for shift in range(item.num_choices)]
-
-
-def split_shifted_id(shifted_id: str) -> tuple[str, int]:
-    original, _, shift = shifted_id.rpartition(SHIFT_SEPARATOR)
-    return original, int(shift)
-
-
-def unshift(log_probs: torch.Tensor, shift: int, num_choices: int) -> torch.Tensor:
-    """Map a shifted copy's option log-probabilities back to the original choice order."""
-    order = (torch.arange(num_choices) + shift) % num_choices
-    return log_probs[:num_choices][order]
-
-
-def cyclic_average(copies: dict[int, torch.Tensor], num_choices: int) -> torch.Tensor:
-    """Mean log-probability of each original choice over all its shifted copies: position bias cancels out."""
-    if sorted(copies) != list(range(num_choices)):
-        raise ValueError(f"need all {num_choices} shifts, got {sorted(copies)}")
-    return torch.stack([unshift(lp, shift, num_choices) for shift, lp in copies.items()]).mean(0)

@@ -11,12 +11,22 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from suneung_lit.backbone import QuantizationChoice, add_lora, load_base_model
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES
 from suneung_lit.data.tokenization import option_token_ids
+from suneung_lit.debias import (
+    DebiasChoice,
+    EvaluationCost,
+    PositionPrior,
+    apply_offsets,
+    combine,
+    fit_position_offsets,
+    masked_log_softmax,
+)
 from suneung_lit.scoring import answer_logits, option_scores
 
 log = logging.getLogger(__name__)
@@ -84,6 +94,12 @@ class QLoRAMultipleChoice(L.LightningModule):
         scheduler_total_steps: steps of the cosine schedule; default: the trainer's estimated stepping batches.
         trust_remote_code: run model code from the hub (off unless you trust the repository).
         attn_implementation: e.g. ``sdpa``, ``eager`` or ``flash_attention_2``; default: transformers' choice.
+        debias: option-position debiasing for validate, test and predict (see ``suneung_lit.debias``): ``none``;
+            ``cyclic`` (every item under all ``n`` cyclic shifts of its choices, log-probabilities averaged: ``n``
+            passes per item); ``pride`` (the position prior estimated from the cyclic passes of
+            ``data.pride_fraction`` of the items, subtracted from the others: ``1 + fraction * (n - 1)`` passes);
+            ``offsets`` (per-position offsets fitted on labelled validation data and saved in the checkpoint,
+            applied by test and predict: one pass). Training is never debiased.
     """
 
     def __init__(
@@ -109,6 +125,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         scheduler_total_steps: int | None = None,
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
+        debias: DebiasChoice = "none",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -120,6 +137,10 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.test_acc = MulticlassAccuracy(**metric)
         self.group_names: list[str] = []
         self.val_group_acc: GroupedAccuracy | None = None
+        self.prior = PositionPrior()
+        self.position_offsets: dict[int, torch.Tensor] = {}
+        self._validation_scores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self._cost = EvaluationCost()
 
     # ---- model ---------------------------------------------------------------------------------------------------
 
@@ -192,8 +213,11 @@ class QLoRAMultipleChoice(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["base_model"] = self.base_model_fingerprint()
+        if self.position_offsets:
+            checkpoint["position_offsets"] = {n: t.tolist() for n, t in self.position_offsets.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.position_offsets = {int(n): torch.tensor(v) for n, v in checkpoint.get("position_offsets", {}).items()}
         saved = checkpoint.get("base_model")
         if saved is None:
             return
@@ -258,40 +282,125 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, batch_size=size)
         return loss
 
+    def _item_scores(self, batch: dict[str, Any], log_probs: torch.Tensor) -> dict[str, Any]:
+        """One row per item: debiased option log-probabilities, original answers, groups and item indices."""
+        mode = self.hparams.debias
+        if mode in ("cyclic", "pride"):
+            prior = self.prior if mode == "pride" else None
+            groups, item_log_probs = combine(
+                log_probs, batch["item_index"], batch["shift"], batch["num_choices"], prior
+            )
+            first = torch.stack([rows[0] for rows in groups.rows])
+        else:
+            first = torch.arange(len(batch["id"]), device=log_probs.device)
+            item_log_probs = log_probs
+            if mode == "offsets" and self.position_offsets:
+                item_log_probs = apply_offsets(log_probs, batch["num_choices"], self.position_offsets)
+        n, shift, answer = batch["num_choices"][first], batch["shift"][first], batch["answer"][first]
+        self._cost.add(items=len(first), passes=len(batch["id"]))
+        return {
+            "log_probs": item_log_probs,
+            # A shifted copy's answer moved with its text; map it back to the original position.
+            "answer": torch.where(answer >= 0, (answer - shift) % n, answer),
+            "num_choices": n,
+            "group": batch["group"][first],
+            "index": batch["item_index"][first],
+            "id": [batch["id"][i] for i in first.tolist()],
+        }
+
     def _evaluate(self, batch: dict[str, Any], stage: str, metric: MulticlassAccuracy) -> None:
         logits, scores = self._scores(batch)
         size = len(batch["id"])
         self.log(f"{stage}/loss", self._loss(logits, scores, batch), sync_dist=True, batch_size=size)
-        preds = scores.argmax(-1)
-        metric(preds, batch["answer"])
-        self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=size)
+        items = self._item_scores(batch, masked_log_softmax(scores, batch["num_choices"]))
+        if stage == "val" and self.hparams.debias == "offsets":
+            self._validation_scores.append(
+                (items["log_probs"].cpu(), items["answer"].cpu(), items["num_choices"].cpu())
+            )
+        preds = items["log_probs"].argmax(-1)
+        metric(preds, items["answer"])
+        self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=len(preds))
         if stage == "val" and self.val_group_acc is not None:
-            self.val_group_acc.update(preds, batch["answer"], batch["group"])
+            self.val_group_acc.update(preds, items["answer"], items["group"])
+
+    def _start_evaluation(self) -> None:
+        self.prior = PositionPrior()
+        self._validation_scores = []
+        self._cost = EvaluationCost()
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._require_offsets("test")
+        self._start_evaluation()
+
+    def on_predict_epoch_start(self) -> None:
+        self._require_offsets("predict")
+        self._start_evaluation()
+
+    def _require_offsets(self, stage: str) -> None:
+        if self.hparams.debias == "offsets" and not self.position_offsets:
+            raise ValueError(
+                f"model.debias offsets: {stage} needs a checkpoint (--ckpt_path) from a fit run with model.debias "
+                "offsets, whose validation fitted the position offsets"
+            )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "val", self.val_acc)
 
     def on_validation_epoch_end(self) -> None:
+        if self.hparams.debias == "offsets" and self._validation_scores and not self.trainer.sanity_checking:
+            self._fit_offsets()
+        self._report_cost("validation")
         if self.val_group_acc is None:
             return
         for name, value in zip(self.group_names, self.val_group_acc.compute(), strict=True):
             self.log(f"val/acc/{name}", value)
         self.val_group_acc.reset()
 
+    def _fit_offsets(self) -> None:
+        log_probs, answers, counts = (torch.cat(parts) for parts in zip(*self._validation_scores, strict=True))
+        labelled = answers >= 0
+        # Fitted on the undebiased scores: offsets from an earlier validation must not compound.
+        plain = log_probs[labelled]
+        for n, offset in self.position_offsets.items():
+            rows = counts[labelled] == n
+            plain[rows, :n] += offset
+        self.position_offsets = fit_position_offsets(plain, answers[labelled], counts[labelled])
+        corrected = apply_offsets(plain, counts[labelled], self.position_offsets).argmax(-1)
+        accuracy = (corrected == answers[labelled]).float().mean()
+        self.log("val/acc_offsets_in_sample", accuracy, sync_dist=True)
+        shown = {n: [round(v, 3) for v in t.tolist()] for n, t in self.position_offsets.items()}
+        rank_zero_info(f"fitted position offsets on {int(labelled.sum())} validation items: {shown}")
+
+    def _report_cost(self, stage: str) -> None:
+        if self.hparams.debias != "none" and self._cost.items:
+            rank_zero_info(f"{stage} debias={self.hparams.debias}: {self._cost}")
+            if self.hparams.debias == "pride":
+                rank_zero_info(f"  {self.prior}")
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_acc)
 
+    def on_test_epoch_end(self) -> None:
+        self._report_cost("test")
+
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         _, scores = self._scores(batch)
-        probabilities = scores.softmax(-1)
+        items = self._item_scores(batch, masked_log_softmax(scores, batch["num_choices"]))
+        probabilities = items["log_probs"].exp()
         return {
-            "index": batch["index"].cpu(),
-            "id": batch["id"],
+            "index": items["index"].cpu(),
+            "id": items["id"],
             "probabilities": probabilities.cpu(),
             "prediction": probabilities.argmax(-1).cpu() + 1,
-            "answer": batch["answer"].cpu() + 1,  # 0 where the input has no answer
-            "num_choices": batch["num_choices"].cpu(),
+            "answer": items["answer"].cpu() + 1,  # 0 where the input has no answer
+            "num_choices": items["num_choices"].cpu(),
         }
+
+    def on_predict_epoch_end(self) -> None:
+        self._report_cost("predict")
 
     # ---- optimisation --------------------------------------------------------------------------------------------
 

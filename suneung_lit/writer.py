@@ -76,7 +76,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             outputs = [batch for rank_outputs in gathered for batch in rank_outputs]
         if not trainer.is_global_zero:
             return
-        expected = trainer.datamodule.encoded["predict"]["id"]
+        expected = trainer.datamodule.item_ids("predict")
         rows = merge_predictions(outputs, expected)
         width = max(row["num_choices"] for row in rows)
         has_answers = any(row["answer"] > 0 for row in rows)

@@ -9,16 +9,8 @@ import pytest
 import torch
 
 from suneung_lit.data.records import Item
-from suneung_lit.evaluation import (
-    accuracy,
-    balanced_copies,
-    best_constant,
-    cyclic_average,
-    cyclic_shift,
-    split_shifted_id,
-    unshift,
-    wilson_interval,
-)
+from suneung_lit.debias import cyclic_average, cyclic_shift, split_shifted_id, unshift_rows
+from suneung_lit.evaluation import accuracy, balanced_copies, best_constant, wilson_interval
 
 ITEM = Item("q1", "지문", "옳은 것은?", ("가", "나", "다", "라", "마"), 2)
 
@@ -54,7 +46,9 @@ def test_unshifting_restores_the_original_choice_order():
     for shift in range(5):
         shifted = cyclic_shift(ITEM, shift)
         shifted_log_probs = torch.stack([original[ITEM.choices.index(text)] for text in shifted.choices])
-        torch.testing.assert_close(unshift(shifted_log_probs, shift, 5), original)
+        torch.testing.assert_close(
+            unshift_rows(shifted_log_probs[None], torch.tensor([shift]), torch.tensor([5]))[0], original
+        )
 
 
 def test_cyclic_average_cancels_a_pure_position_bias():

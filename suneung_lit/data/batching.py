@@ -31,15 +31,42 @@ class LeftPadCollator:
             "answer": torch.tensor([row["answer"] for row in rows], dtype=torch.long),
             "num_choices": torch.tensor([row["num_choices"] for row in rows], dtype=torch.long),
             "index": torch.tensor([row["index"] for row in rows], dtype=torch.long),
+            # The original item a row scores and the cyclic shift of its choices (debiased evaluation).
+            "item_index": torch.tensor([row.get("item_index", row["index"]) for row in rows], dtype=torch.long),
+            "shift": torch.tensor([row.get("shift", 0) for row in rows], dtype=torch.long),
             "group": torch.tensor([self.group_index.get(row["group"], -1) for row in rows], dtype=torch.long),
             "id": [row["id"] for row in rows],
         }
 
 
-def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Evaluation order: longest first (an out-of-memory error shows at once), similar lengths together."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+def sorted_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    units: Sequence[int] | None = None,
+    leading: Sequence[bool] | None = None,
+) -> list[list[int]]:
+    """Evaluation order: longest first (an out-of-memory error shows at once), similar lengths together.
+
+    Rows that share a unit (the shifted copies of one item) stay in one batch, which holds at most
+    ``batch_size`` rows unless a single unit is larger. Units marked ``leading`` come first (PriDe's
+    calibration items, whose passes estimate the prior the other items need).
+    """
+    if units is None:
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    members: dict[int, list[int]] = {}
+    for row, unit in enumerate(units):
+        members.setdefault(unit, []).append(row)
+    first = leading or [False] * len(lengths)
+    keys = {unit: (not first[rows[0]], -max(lengths[r] for r in rows), unit) for unit, rows in members.items()}
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for unit in sorted(members, key=keys.__getitem__):
+        if current and len(current) + len(members[unit]) > batch_size:
+            batches.append(current)
+            current = []
+        current = current + members[unit]
+    return batches + ([current] if current else [])
 
 
 def grouped_shuffled_batches(
@@ -76,8 +103,12 @@ class ResumableBatchSampler(Sampler[list[int]]):
         group_by_length: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        units: Sequence[int] | None = None,
+        leading: Sequence[bool] | None = None,
     ):
         self.lengths = list(lengths)
+        self.units = list(units) if units is not None else None
+        self.leading = list(leading) if leading is not None else None
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
@@ -91,8 +122,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def _epoch_batches(self) -> list[list[int]]:
         seed = self.seed + self.epoch
         if not self.shuffle:
-            if self.group_by_length:
-                batches = sorted_batches(self.lengths, self.batch_size)
+            if self.group_by_length or self.units is not None:
+                batches = sorted_batches(self.lengths, self.batch_size, self.units, self.leading)
             else:
                 batches = [
                     list(range(i, min(i + self.batch_size, len(self.lengths))))
@@ -120,6 +151,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.served = 0
 
     def __len__(self) -> int:
+        if self.units is not None:
+            return len(self._epoch_batches())
         count = -(-len(self.lengths) // self.batch_size)
         if not self.shuffle:
             return len(range(self.rank, count, self.world_size))

@@ -16,6 +16,7 @@ from suneung_lit.data.prompts import PromptTemplate, load_template, resolve_chat
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, Problem, load_items
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
+from suneung_lit.debias import DebiasChoice, scored_copies
 
 
 class MultipleChoiceDataModule(L.LightningDataModule):
@@ -43,6 +44,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         seed: seed of the training batch order.
         num_workers: DataLoader worker processes.
         cache_dir: where tokenized datasets are cached (default ``~/.cache/suneung_lit/tokenized``).
+        debias: which shifted copies validation/test/predict items are scored under (the CLI links it to
+            ``model.debias``): ``cyclic`` all ``n`` cyclic shifts of every item; ``pride`` all shifts of a
+            ``pride_fraction`` share of the items (per choice count, at least one) and the rest once.
+        pride_fraction: share of evaluation items that calibrate PriDe's position prior.
         trust_remote_code: allow tokenizer code from the hub (off unless you trust the repository).
     """
 
@@ -68,6 +73,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         num_workers: int = 0,
         cache_dir: str | None = None,
         trust_remote_code: bool = False,
+        debias: DebiasChoice = "none",
+        pride_fraction: float = 0.05,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -88,6 +95,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.cache_dir = cache_dir
         self.trust_remote_code = trust_remote_code
+        if not 0.0 < pride_fraction <= 1.0:
+            raise ValueError(f"data.pride_fraction must be in (0, 1], got {pride_fraction}")
+        self.debias = debias
+        self.pride_fraction = pride_fraction
         self.tokenizer = None
         self.template: PromptTemplate | None = None
         self.items: dict[str, list[Item]] = {}
@@ -174,12 +185,22 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                 self.items[split], report = clean(self._load_split(split), self.cleaning, allow_drops=False)
                 self._report(split, report)
         for split, items in self.items.items():
-            if split in self.encoded:
+            # `validate` with only val_path set has no train items; there is nothing to encode for them.
+            if split in self.encoded or (split == "train" and not items):
                 continue
             self.template.check_items(items, str(self.paths[split] or self.paths["train"]))
-            self.encoded[split] = encode_items(
-                items, tokenizer, self.template, self.max_length, self.max_choices, self.cache_dir
+            copies = scored_copies(items, self.debias if split != "train" else "none", self.pride_fraction, self.seed)
+            encoded = encode_items(
+                [copy.item for copy in copies],
+                tokenizer,
+                self.template,
+                self.max_length,
+                self.max_choices,
+                self.cache_dir,
             )
+            encoded = encoded.add_column("item_index", [copy.item_index for copy in copies])
+            encoded = encoded.add_column("shift", [copy.shift for copy in copies])
+            self.encoded[split] = encoded.add_column("calibration", [copy.calibration for copy in copies])
             stats = encoding_stats(self.encoded[split])
             rank_zero_info(
                 f"{split}: {stats.rows} items, {len(stats.shortened_ids)} with the paragraph shortened "
@@ -188,6 +209,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.groups = sorted({g for ds in self.encoded.values() for g in ds.unique("group") if g})
 
     # ---- loaders -----------------------------------------------------------------------------------------------
+
+    def item_ids(self, split: str) -> list[str]:
+        """The ids of a split's items in input order (evaluation rows may hold several copies of each)."""
+        return [item.id for item in self.items[split]]
 
     def _rank(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -206,6 +231,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             group_by_length=self.group_by_length,
             rank=rank,
             world_size=world_size,
+            units=dataset["item_index"] if self.debias in ("cyclic", "pride") else None,
+            leading=dataset["calibration"] if self.debias == "pride" else None,
         )
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collator(), num_workers=self.num_workers)
 
