@@ -19,7 +19,7 @@ class PredictionSetMismatchError(RuntimeError):
     """The predicted ids are not exactly the input ids: writing would produce an invalid submission."""
 
 
-def _csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -82,7 +82,7 @@ class PredictionCSVWriter(BasePredictionWriter):
         has_answers = any(row["answer"] > 0 for row in rows)
         write_atomically(
             self.output_dir / "predictions.csv",
-            _csv_text(["id", "answer"], [[row["id"], row["prediction"]] for row in rows]),
+            csv_text(["id", "answer"], [[row["id"], row["prediction"]] for row in rows]),
         )
         header = ["id"] + [f"p{n}" for n in range(1, width + 1)] + ["prediction"] + (["answer"] if has_answers else [])
         table = []
@@ -91,7 +91,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             table.append(
                 [row["id"], *probabilities[:width], row["prediction"]] + ([row["answer"] or ""] if has_answers else [])
             )
-        write_atomically(self.output_dir / "probabilities.csv", _csv_text(header, table))
+        write_atomically(self.output_dir / "probabilities.csv", csv_text(header, table))
         if has_answers:
             scored = [row for row in rows if row["answer"] > 0]
             accuracy = sum(row["prediction"] == row["answer"] for row in scored) / len(scored)
