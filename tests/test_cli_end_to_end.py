@@ -31,10 +31,11 @@ def run_cli(*args: str, cwd: Path, timeout: int = 600) -> str:
     return result.stdout + result.stderr
 
 
-def common_args(model_dir: Path, work: Path) -> list[str]:
+def common_args(model_dir: Path, work: Path, config: str = "demo.yaml") -> list[str]:
+    """The CLI prefix that points a bundled config at a model folder and keeps every file inside ``work``."""
     return [
         "--config",
-        str(REPO / "configs" / "demo.yaml"),
+        str(REPO / "configs" / config),
         "--model.model_name_or_path",
         str(model_dir),
         "--data.train_path",

@@ -20,8 +20,8 @@ from suneung_lit.data.synthetic import make_items
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.scoring import answer_logits
 
-from .conftest import COMPETITION_DATA, REPO
-from .test_cli_end_to_end import run_cli
+from .conftest import COMPETITION_DATA
+from .test_cli_end_to_end import common_args, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -87,28 +87,15 @@ def test_left_padding_matches_unpadded_scores_across_the_sliding_window(gemma_di
 
 def gemma_args(gemma_dir: Path, work: Path, quantization: str) -> list[str]:
     return [
-        "--config",
-        str(REPO / "configs" / "gemma270m.yaml"),
-        "--model.model_name_or_path",
-        str(gemma_dir),
+        *common_args(gemma_dir, work, "gemma270m.yaml"),
         "--model.quantization",
         quantization,
-        "--data.train_path",
-        str(work / "train.csv"),
         "--data.val_path",
         str(work / "val.csv"),
         "--data.predict_path",
         str(work / "predict.csv"),
         "--data.max_length",
         "256",
-        "--checkpoint.dirpath",
-        str(work / "checkpoints"),
-        "--prediction_writer.output_dir",
-        str(work / "predictions"),
-        "--adapter_export.output_dir",
-        str(work / "adapter"),
-        "--trainer.default_root_dir",
-        str(work),
     ]
 
 
