@@ -9,7 +9,7 @@ import pytest
 
 from suneung_lit.data.cleaning import clean
 from suneung_lit.data.prompts import load_template
-from suneung_lit.data.records import load_items
+from suneung_lit.data.records import Item, load_items, write_items
 from suneung_lit.data.tokenization import encode_items, encoding_stats
 
 from .conftest import COMPETITION_DATA, REPO
@@ -50,4 +50,17 @@ def test_check_command_summarises_the_train_file(tiny_model_dir):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "rows: 2031" in result.stdout and "shortened" in result.stdout
+    assert "rows: 2031" in result.stdout and "over 1024 tokens: 344" in result.stdout
+    assert "shortened" not in result.stdout  # no limit was set, so nothing is shortened
+
+
+def test_check_fails_on_length_only_against_a_limit_the_user_sets(tiny_model_dir, tmp_path):
+    # Like the longest real 수능 items: the question and choices alone exceed a small limit.
+    long_question = "다음 글의 내용과 일치하지 않는 것은? " + "지문의 설명을 따라가며 읽는다. " * 120
+    write_items([Item("long-1", "짧은 지문", long_question, ("가", "나", "다", "라"), 1)], tmp_path / "long.csv")
+    command = [sys.executable, "-m", "suneung_lit.data", "check", str(tmp_path / "long.csv")]
+    command += ["--tokenizer", str(tiny_model_dir)]
+    unlimited = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert unlimited.returncode == 0, unlimited.stderr
+    limited = subprocess.run([*command, "--max-length", "512"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert limited.returncode == 2 and "long-1" in limited.stderr and "even with an empty paragraph" in limited.stderr

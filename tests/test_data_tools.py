@@ -47,8 +47,27 @@ def test_haerae_sections_and_letter_answers():
 
 def test_click_text_answers_map_to_positions():
     conversion = convert("click", [FIXTURES / "click.json"])
-    assert [(i.id, i.answer) for i in conversion.items] == [("click-KHB_1", 2), ("click-CSAT_2", 3)]
-    assert [(p.item_id, p.column) for p in conversion.problems] == [("click-BAD_3", "answer")]
+    assert [(i.id, i.answer) for i in conversion.items] == [("click-click-KHB_1", 2), ("click-click-CSAT_2", 3)]
+    assert [(p.item_id, p.column) for p in conversion.problems] == [("click-click-BAD_3", "answer")]
+
+
+def test_click_release_with_repeated_ids_converts_to_unique_stable_ids():
+    """The real release layout: sets with problems, ids repeated within Grammar_CSAT and across files."""
+    files = sorted((FIXTURES / "click_release").rglob("*.json"))
+    conversion = convert("click", files)
+    assert not conversion.problems
+    assert [i.id for i in conversion.items] == [
+        "click-Functional_CSAT-csat_07_6",
+        "click-Functional_CSAT-csat_09_10",
+        "click-Grammar_CSAT-csat_14_11",
+        "click-Grammar_CSAT-csat_14_13",
+        "click-Grammar_CSAT-csat_14_11~2",
+        "click-Grammar_CSAT-csat_14_13~2",
+    ]
+    first = conversion.items[0]
+    assert first.answer == 3 and first.num_choices == 5 and first.metadata["original_id"] == "csat_07_6"
+    again = convert("click", files)
+    assert [i.id for i in again.items] == [i.id for i in conversion.items]
 
 
 def test_kice_sets_become_one_row_per_problem():

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from suneung_lit.data.records import DataValidationError, Item, load_items, write_items
+from suneung_lit.data.records import DataValidationError, Item, answers_elsewhere, load_items, write_items
 
 COMPETITION_HEADER = "id,paragraph,problems,question_plus\n"
 
@@ -131,3 +131,41 @@ def test_literal_parsing_never_executes_code(tmp_path):
     payload = "__import__('os').system('echo pwned')"
     with pytest.raises(DataValidationError, match="cannot parse dict literal"):
         load_items(write(tmp_path, "evil.csv", COMPETITION_HEADER + f'q1,a,"{payload}",\n'))
+
+
+def test_answers_in_another_column_load_with_answer_column(tmp_path):
+    path = tmp_path / "answer_true.csv"
+    problems = {"question": "옳은 것은?", "choices": ["가", "나", "다", "라"], "answer": ""}
+    path.write_text(f'id,paragraph,problems,question_plus,answer_true\nq1,지문,"{problems!r}",,3\n', encoding="utf-8")
+    unlabelled = load_items(path)
+    assert unlabelled[0].answer is None and answers_elsewhere(unlabelled) == "answer_true"
+    labelled = load_items(path, answer_column="answer_true")
+    assert labelled[0].answer == 3 and "answer_true" not in labelled[0].metadata
+    with pytest.raises(DataValidationError, match="answer_column 'gold' is not a column"):
+        load_items(path, answer_column="gold")
+
+
+def test_a_bad_value_in_the_answer_column_names_that_column(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text('id,paragraph,question,choices,answer_true\nq1,지문,질문,"[""가"", ""나""]",7\n', encoding="utf-8")
+    with pytest.raises(DataValidationError, match="column 'answer_true'"):
+        load_items(path, answer_column="answer_true")
+
+
+def test_training_on_a_file_with_answers_in_another_column_stops_and_names_it(tmp_path, tiny_model_dir):
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+
+    rows = [
+        f'q{n},지문 {n},"{ {"question": "옳은 것은?", "choices": ["가", "나", "다", "라"], "answer": ""}!r}",,{n % 4 + 1}'
+        for n in range(20)
+    ]
+    path = tmp_path / "train.csv"
+    path.write_text("id,paragraph,problems,question_plus,answer_true\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    plain = MultipleChoiceDataModule(str(tiny_model_dir), train_path=str(path), max_length=128)
+    with pytest.raises(DataValidationError, match="set data.answer_column: answer_true"):
+        plain.setup("fit")
+    configured = MultipleChoiceDataModule(
+        str(tiny_model_dir), train_path=str(path), max_length=128, answer_column="answer_true"
+    )
+    configured.setup("fit")
+    assert sorted({item.answer for item in configured.items["train"] + configured.items["val"]}) == [1, 2, 3, 4]

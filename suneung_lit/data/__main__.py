@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from suneung_lit.atomic_write import write_atomically
-from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, load_items
+from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, answers_elsewhere, load_items
 
 
 def _histogram(counter: Counter) -> str:
@@ -26,7 +26,11 @@ def _percentile(values: list[int], fraction: float) -> int:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-def summarize(path: Path, items: list[Item], tokenizer, template: str, max_length: int, max_choices: int) -> str:
+# Without --max-length nothing is shortened and no item fails on length; the lengths are reported.
+NO_LIMIT = 1 << 30
+
+
+def summarize(path: Path, items: list[Item], tokenizer, template: str, max_length: int | None, max_choices: int) -> str:
     lines = [
         f"{path}",
         f"  rows: {len(items)}",
@@ -40,13 +44,17 @@ def summarize(path: Path, items: list[Item], tokenizer, template: str, max_lengt
         from suneung_lit.data.tokenization import encode_items, encoding_stats
 
         cleaned, _ = clean(items, allow_drops=False)
-        stats = encoding_stats(encode_items(cleaned, tokenizer, load_template(template), max_length, max_choices))
+        limit = max_length or NO_LIMIT
+        stats = encoding_stats(encode_items(cleaned, tokenizer, load_template(template), limit, max_choices))
         lengths = list(stats.prompt_lengths)
-        lines += [
+        lines.append(
             f"  prompt tokens ({template}): min {min(lengths)}, median {int(statistics.median(lengths))}, "
-            f"p95 {_percentile(lengths, 0.95)}, max {max(lengths)}",
-            f"  shortened to fit {max_length}: {len(stats.shortened_ids)}",
-        ]
+            f"p95 {_percentile(lengths, 0.95)}, max {max(lengths)}"
+        )
+        for cutoff in (1024, 2048, 4096):
+            lines.append(f"  over {cutoff} tokens: {sum(n > cutoff for n in lengths)}")
+        if max_length:
+            lines.append(f"  shortened to fit {max_length}: {len(stats.shortened_ids)}")
     return "\n".join(lines)
 
 
@@ -59,13 +67,18 @@ def check(args: argparse.Namespace) -> int:
     failed = False
     for path in args.paths:
         try:
-            items = load_items(path, args.max_choices)
+            items = load_items(path, args.max_choices, answer_column=args.answer_column)
         except DataValidationError as err:
             print(err, file=sys.stderr)
             failed = True
             continue
         try:
             print(summarize(path, items, tokenizer, args.template, args.max_length, args.max_choices))
+            elsewhere = answers_elsewhere(items) if not args.answer_column else None
+            if elsewhere:
+                print(
+                    f"  note: column {elsewhere!r} holds answer numbers; pass --answer-column {elsewhere} to use them"
+                )
         except DataValidationError as err:
             print(err, file=sys.stderr)
             failed = True
@@ -159,8 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     check_parser.add_argument("paths", nargs="+", type=Path)
     check_parser.add_argument("--tokenizer", help="tokenizer folder or hub name for token-length statistics")
     check_parser.add_argument("--template", default="base")
-    check_parser.add_argument("--max-length", type=int, default=1024)
+    check_parser.add_argument(
+        "--max-length", type=int, default=None, help="shorten to this many tokens; fail on items that cannot fit"
+    )
     check_parser.add_argument("--max-choices", type=int, default=DEFAULT_MAX_CHOICES)
+    check_parser.add_argument("--answer-column", help="read answers from this column (e.g. answer_true)")
     check_parser.set_defaults(run=check)
 
     from suneung_lit.data.converters import CONVERTERS

@@ -143,30 +143,51 @@ def _json_records(path: Path, conversion: Conversion) -> list[Any]:
     return data
 
 
+def _click_problems(record: dict) -> list[dict]:
+    """The release nests problems in sets (``problems``); the Hugging Face copy is flat (one problem per record)."""
+    problems = record.get("problems")
+    return problems if isinstance(problems, list) else [record]
+
+
 def convert_click(path: Path, conversion: Conversion, max_choices: int) -> None:
-    """CLIcK JSON: ``id, paragraph, question, choices, answer`` where the answer is the correct choice's text."""
+    """CLIcK JSON (release sets with ``problems``, or flat records); the answer is the correct choice's text.
+
+    The release reuses ids across files (Functional and Grammar both hold ``csat_07_6``) and within a file
+    (Grammar_CSAT repeats ``csat_14_11``), so ids are ``click-<file stem>-<id>``, and a repeat within a file gets
+    ``~2``, ``~3`` in file order: unique, and stable for an unchanged file.
+    """
+    seen: dict[str, int] = {}
     for position, record in enumerate(_json_records(path, conversion), start=1):
-        item_id = f"click-{_text(record.get('id')) or position}" if isinstance(record, dict) else f"click-{position}"
         if not isinstance(record, dict):
-            conversion.reject(path, position, item_id, None, "record is not an object", record)
+            conversion.reject(path, position, f"click-{path.stem}-{position}", None, "record is not an object", record)
             continue
-        choices = tuple(_text(c) for c in record.get("choices") or [])
-        answer_text = _text(record.get("answer"))
-        if answer_text not in choices:
-            conversion.reject(
-                path, position, item_id, "answer", f"answer {answer_text!r} is not one of the choices", record
+        base = f"click-{path.stem}-{_text(record.get('id')) or position}"
+        seen[base] = seen.get(base, 0) + 1
+        set_id = base if seen[base] == 1 else f"{base}~{seen[base]}"
+        problems = _click_problems(record)
+        for number, problem in enumerate(problems, start=1):
+            item_id = set_id if len(problems) == 1 else f"{set_id}-{number}"
+            if not isinstance(problem, dict):
+                conversion.reject(path, position, item_id, None, "problem is not an object", problem)
+                continue
+            choices = tuple(_text(c) for c in problem.get("choices") or [])
+            answer_text = _text(problem.get("answer"))
+            if answer_text not in choices:
+                conversion.reject(
+                    path, position, item_id, "answer", f"answer {answer_text!r} is not one of the choices", record
+                )
+                continue
+            paragraph = _text(problem.get("paragraph")) if problem is record else _text(record.get("paragraph"))
+            item = Item(
+                item_id,
+                paragraph,
+                _text(problem.get("question")),
+                choices,
+                choices.index(answer_text) + 1,
+                "",
+                {"source": "click", "file": path.stem, "original_id": _text(record.get("id"))},
             )
-            continue
-        item = Item(
-            item_id,
-            _text(record.get("paragraph")),
-            _text(record.get("question")),
-            choices,
-            choices.index(answer_text) + 1,
-            "",
-            {"source": "click"},
-        )
-        _check(conversion, path, position, item, record, max_choices)
+            _check(conversion, path, position, item, record, max_choices)
 
 
 def convert_kice(path: Path, conversion: Conversion, max_choices: int) -> None:

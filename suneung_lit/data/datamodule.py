@@ -6,14 +6,21 @@ from pathlib import Path
 
 import datasets
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
 from suneung_lit.data.batching import LeftPadCollator, ResumableBatchSampler, ResumableDataLoader
 from suneung_lit.data.cleaning import DEFAULT_STEPS, CleaningReport, clean
 from suneung_lit.data.prompts import PromptTemplate, load_template, resolve_chat_template
-from suneung_lit.data.records import DEFAULT_MAX_CHOICES, DataValidationError, Item, Problem, load_items
+from suneung_lit.data.records import (
+    DEFAULT_MAX_CHOICES,
+    DataValidationError,
+    Item,
+    Problem,
+    answers_elsewhere,
+    load_items,
+)
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
 from suneung_lit.debias import DebiasChoice, scored_copies
@@ -36,6 +43,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         max_choices: most choices an item may have (option tokens "1".."max_choices" are scored).
         cleaning: cleaning steps, in order (see ``suneung_lit.data.cleaning.STEPS``).
         corrections_path: CSV of reviewed label fixes (``id, action, value``) applied to labelled files.
+        answer_column: read answers from this column (e.g. ``answer_true``) instead of ``problems.answer`` or
+            ``answer``, in every file. A file whose answers sit in such a column but is read without this setting
+            stops with a message naming the column (train/val/test) or prints a warning (predict).
         val_fraction: share of train items (by paragraph group) held out when ``val_path`` is not given.
         split_seed: seed of that split.
         train_batch_size: items per training batch (per device).
@@ -64,6 +74,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         max_choices: int = DEFAULT_MAX_CHOICES,
         cleaning: tuple[str, ...] = DEFAULT_STEPS,
         corrections_path: str | None = None,
+        answer_column: str | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 42,
         train_batch_size: int = 1,
@@ -86,6 +97,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.max_choices = max_choices
         self.cleaning = list(cleaning)
         self.corrections_path = corrections_path
+        self.answer_column = answer_column
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.train_batch_size = train_batch_size
@@ -147,7 +159,16 @@ class MultipleChoiceDataModule(L.LightningDataModule):
 
     def _load_split(self, split: str) -> list[Item]:
         path = self.paths[split]
-        items = load_items(path, self.max_choices)
+        items = load_items(path, self.max_choices, answer_column=self.answer_column)
+        elsewhere = answers_elsewhere(items) if not self.answer_column else None
+        if elsewhere:
+            message = (
+                f"{path}: no answers in the usual place, but column {elsewhere!r} holds answer numbers; "
+                f"set data.answer_column: {elsewhere} to use them"
+            )
+            if split != "predict":
+                raise DataValidationError([Problem(str(path), None, None, elsewhere, message.split(": ", 1)[1])])
+            rank_zero_warn(message + " (predict reads the file as unlabelled)")
         if split == "test" and any(item.answer is None for item in items):
             missing = [item.id for item in items if item.answer is None]
             raise DataValidationError(

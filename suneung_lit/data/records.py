@@ -102,11 +102,18 @@ class _ProblemLog:
             raise DataValidationError(self.kept, self.total)
 
 
-def load_items(path: str | Path, max_choices: int = DEFAULT_MAX_CHOICES, zero_based: bool = False) -> list[Item]:
+def load_items(
+    path: str | Path,
+    max_choices: int = DEFAULT_MAX_CHOICES,
+    zero_based: bool = False,
+    answer_column: str | None = None,
+) -> list[Item]:
     """Read and validate a CSV (competition or flat shape) or JSON Lines file.
 
     ``zero_based`` reads answers numbered from 0 (as some public sets store them) and stores them 1-based.
-    Raises DataValidationError listing every problem; returns the items in file order otherwise.
+    ``answer_column`` reads the answer from that column (e.g. ``answer_true``) instead of ``problems.answer`` or
+    ``answer``; the file must have it. Raises DataValidationError listing every problem; returns the items in
+    file order otherwise.
     """
     path = Path(path)
     log = _ProblemLog(path)
@@ -116,8 +123,10 @@ def load_items(path: str | Path, max_choices: int = DEFAULT_MAX_CHOICES, zero_ba
     text = _read_text(path, log)
     reader = _jsonl_rows if path.suffix.lower() in JSONL_SUFFIXES else _csv_rows
     rows = reader(text, log)
+    if answer_column and rows and answer_column not in rows[0][1]:
+        log.add(None, None, answer_column, f"answer_column {answer_column!r} is not a column of this file")
     log.raise_if_any()
-    items = _rows_to_items(rows, log, max_choices, 1 if zero_based else 0)
+    items = _rows_to_items(rows, log, max_choices, 1 if zero_based else 0, answer_column)
     log.raise_if_any()
     return items
 
@@ -238,12 +247,16 @@ def _check_header(columns: Sequence[str], log: _ProblemLog) -> bool:
 
 
 def _rows_to_items(
-    rows: list[tuple[int, dict[str, Any]]], log: _ProblemLog, max_choices: int, answer_shift: int = 0
+    rows: list[tuple[int, dict[str, Any]]],
+    log: _ProblemLog,
+    max_choices: int,
+    answer_shift: int = 0,
+    answer_column: str | None = None,
 ) -> list[Item]:
     items: list[Item] = []
     first_row_of_id: dict[str, int] = {}
     for row_number, row in rows:
-        item = _row_to_item(row_number, row, log, max_choices, answer_shift)
+        item = _row_to_item(row_number, row, log, max_choices, answer_shift, answer_column)
         if item is None:
             continue
         if item.id in first_row_of_id:
@@ -255,7 +268,12 @@ def _rows_to_items(
 
 
 def _row_to_item(
-    row_number: int, row: Mapping[str, Any], log: _ProblemLog, max_choices: int, answer_shift: int = 0
+    row_number: int,
+    row: Mapping[str, Any],
+    log: _ProblemLog,
+    max_choices: int,
+    answer_shift: int = 0,
+    answer_column: str | None = None,
 ) -> Item | None:
     errors_before = log.total
     item_id = _text(row.get("id")).strip()
@@ -274,7 +292,7 @@ def _row_to_item(
         # The competition test file repeats <보기> inside the dict; the column wins when both are set.
         question_plus = question_plus or optional_text(problem.get("question_plus"))
         choices_column = "problems.choices"
-        answer_column = "problems.answer"
+        answer_column_name = "problems.answer"
         question_column = "problems.question"
     else:
         question = _text(row.get("question"))
@@ -284,16 +302,38 @@ def _row_to_item(
             if choices_value is None:
                 return None
         answer_value = row.get("answer")
-        choices_column, answer_column, question_column = "choices", "answer", "question"
+        choices_column, answer_column_name, question_column = "choices", "answer", "question"
+    if answer_column:
+        answer_value, answer_column_name = row.get(answer_column), answer_column
 
     if not question.strip():
         log.add(row_number, item_id, question_column, "empty question")
     choices = _validate_choices(choices_value, row_number, item_id, choices_column, log, max_choices)
-    answer = _validate_answer(answer_value, choices, row_number, item_id, answer_column, log, answer_shift)
+    answer = _validate_answer(answer_value, choices, row_number, item_id, answer_column_name, log, answer_shift)
     if log.total > errors_before or choices is None:
         return None
-    metadata = {k: _text(v) for k, v in row.items() if k not in KNOWN_COLUMNS and k is not None}
+    used = KNOWN_COLUMNS | {answer_column}
+    metadata = {k: _text(v) for k, v in row.items() if k not in used and k is not None}
     return Item(item_id, paragraph, question, choices, answer, question_plus, metadata)
+
+
+ANSWER_LIKE_COLUMNS = ("answer_true", "answer", "label", "gold", "correct", "target")
+
+
+def answers_elsewhere(items: Sequence[Item]) -> str | None:
+    """A metadata column that holds answers for unlabelled items (e.g. ``answer_true`` in a competition file).
+
+    Such a file would otherwise read as unlabelled; callers point the user at ``answer_column``.
+    """
+    if not items or any(item.answer is not None for item in items):
+        return None
+    for column in ANSWER_LIKE_COLUMNS:
+        values = [item.metadata.get(column, "").strip() for item in items]
+        if values and all(
+            v.isdigit() and 1 <= int(v) <= item.num_choices for v, item in zip(values, items, strict=True)
+        ):
+            return column
+    return None
 
 
 def _text(value: Any) -> str:
