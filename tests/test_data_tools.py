@@ -207,3 +207,31 @@ def test_augment_and_overlap_commands_run_on_the_sample_data(tmp_path):
     assert result.returncode == 0 and len(load_items(output)) == 160 * 3
     report = data_cli("overlap", str(output), str(REPO / "data" / "sample_test_answers.csv"), cwd=tmp_path)
     assert report.returncode == 0 and "overlap the training file" in report.stdout
+
+
+CSATQA_INSTRUCTIONS = [
+    "### Context:\n다음 글을 읽고 물음에 답하시오. 국어의 음운 변동에는 교체, 탈락, 첨가, 축약이 있다.\n\n"
+    "### Question:\n윗글의 내용과 일치하는 것은?\n\n"
+    "### Options:\n(1) 음운 변동은 두 가지이다.\n(2) 첨가는 음운 변동이 아니다.\n(3) 축약은 음운 변동의 하나이다.\n"
+    "(4) 탈락은 교체와 같다.\n(5) 교체는 없다.",
+    "### Question:\n다음 중 맞춤법에 맞는 것은?\n\n"
+    "### Options:\n(1) 깍뚜기 (2) 깍두기 (3) 깍둑이 (4) 깎두기 (5) 깍뚝이",
+    "### Question:\n보기가 없는 문항\n\n### Options:\n(2) 하나 (1) 둘",
+]
+
+
+def test_csatqa_xlsx_instructions_split_into_context_question_and_options(tmp_path):
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    sheet.append(["instruction", "answer"])
+    for instruction, answer in zip(CSATQA_INSTRUCTIONS, [3, 2, 1], strict=True):
+        sheet.append([instruction, answer])
+    workbook.save(tmp_path / "csatqa.xlsx")
+    conversion = convert("csatqa", [tmp_path / "csatqa.xlsx"])
+    first, second = conversion.items
+    assert first.paragraph.startswith("다음 글을 읽고") and first.question == "윗글의 내용과 일치하는 것은?"
+    assert first.choices[2] == "축약은 음운 변동의 하나이다." and first.answer == 3 and first.num_choices == 5
+    assert second.paragraph == "" and second.choices == ("깍뚜기", "깍두기", "깍둑이", "깎두기", "깍뚝이")
+    assert [(p.item_id, p.column) for p in conversion.problems] == [("csatqa-csatqa-3", "instruction")]

@@ -155,10 +155,8 @@ def test_a_bad_value_in_the_answer_column_names_that_column(tmp_path):
 def test_training_on_a_file_with_answers_in_another_column_stops_and_names_it(tmp_path, tiny_model_dir):
     from suneung_lit.data.datamodule import MultipleChoiceDataModule
 
-    rows = [
-        f'q{n},지문 {n},"{ {"question": "옳은 것은?", "choices": ["가", "나", "다", "라"], "answer": ""}!r}",,{n % 4 + 1}'
-        for n in range(20)
-    ]
+    problem = {"question": "옳은 것은?", "choices": ["가", "나", "다", "라"], "answer": ""}
+    rows = [f'q{n},지문 {n},"{problem!r}",,{n % 4 + 1}' for n in range(20)]
     path = tmp_path / "train.csv"
     path.write_text("id,paragraph,problems,question_plus,answer_true\n" + "\n".join(rows) + "\n", encoding="utf-8")
     plain = MultipleChoiceDataModule(str(tiny_model_dir), train_path=str(path), max_length=128)

@@ -1,4 +1,4 @@
-"""Public Korean multiple-choice sets -> items: KMMLU, HAE-RAE Bench, CLIcK, KICE CSAT JSON, 0-based flat files.
+"""Public Korean multiple-choice sets -> items: KMMLU, HAE-RAE Bench, CLIcK, KICE CSAT JSON, CSAT-QA, flat files.
 
 Each converter returns the items it could build and the problems it found, each located by file and record
 position, so a caller can fail on the first bad record or keep the good ones (``--skip-invalid``). Ids are
@@ -235,6 +235,63 @@ def convert_kice(path: Path, conversion: Conversion, max_choices: int) -> None:
             _check(conversion, path, position, item, problem, max_choices)
 
 
+_CSATQA_SECTION = re.compile(r"^\s*###\s*(Context|Question|Options)\s*:\s*", re.MULTILINE | re.IGNORECASE)
+_CSATQA_OPTION = re.compile(r"(?:^|\s)\(([1-5])\)\s*")
+
+
+def _table_records(path: Path) -> list[dict[str, Any]]:
+    """Rows of an .xlsx sheet (the first one), a CSV or a JSON Lines file, as dicts keyed by the header."""
+    if path.suffix.lower() == ".xlsx":
+        try:
+            import openpyxl
+        except ImportError as err:
+            raise ImportError("reading .xlsx needs openpyxl: pip install 'suneung-lit[data]'") from err
+        sheet = openpyxl.load_workbook(path, read_only=True, data_only=True).worksheets[0]
+        rows = list(sheet.iter_rows(values_only=True))
+        if not rows:
+            return []
+        header = [str(cell).strip() if cell is not None else "" for cell in rows[0]]
+        return [dict(zip(header, row, strict=False)) for row in rows[1:] if any(c is not None for c in row)]
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    return _csv_records(path)
+
+
+def convert_csatqa(path: Path, conversion: Conversion, max_choices: int) -> None:
+    """CSAT-QA (HAE-RAE's csatqa.xlsx, or a CSV/JSONL export): ``instruction`` and ``answer`` (1-5) columns.
+
+    The instruction holds ``### Context:`` (optional), ``### Question:`` and ``### Options:`` sections, the
+    options numbered ``(1)``..``(5)``.
+    """
+    for position, row in enumerate(_table_records(path), start=1):
+        item_id = f"csatqa-{path.stem}-{position}"
+        parts = _CSATQA_SECTION.split(_text(row.get("instruction")))
+        sections = {name.lower(): body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+        if "question" not in sections or "options" not in sections:
+            conversion.reject(path, position, item_id, "instruction", "needs ### Question: and ### Options:", row)
+            continue
+        pieces = _CSATQA_OPTION.split(" " + sections["options"])
+        numbers = [int(n) for n in pieces[1::2]]
+        if numbers != list(range(1, len(numbers) + 1)):
+            conversion.reject(path, position, item_id, "instruction", f"options numbered {numbers}, not (1)..", row)
+            continue
+        try:
+            answer = int(float(_text(row.get("answer"))))
+        except ValueError:
+            conversion.reject(path, position, item_id, "answer", f"answer {row.get('answer')!r} is not a number", row)
+            continue
+        item = Item(
+            item_id,
+            sections.get("context", ""),
+            sections["question"],
+            tuple(piece.strip() for piece in pieces[2::2]),
+            answer,
+            "",
+            {"source": "csatqa"},
+        )
+        _check(conversion, path, position, item, row, max_choices)
+
+
 def convert_flat(path: Path, conversion: Conversion, max_choices: int, zero_based: bool = False) -> None:
     """Our flat CSV/JSONL shape, optionally with 0-based answers; ids get the file stem as prefix."""
     try:
@@ -263,6 +320,7 @@ CONVERTERS: dict[str, Callable[[Path, Conversion, int], None]] = {
     "haerae": convert_haerae,
     "click": convert_click,
     "kice": convert_kice,
+    "csatqa": convert_csatqa,
     "flat": convert_flat,
 }
 
