@@ -14,6 +14,7 @@ from suneung_lit.data.converters import convert
 from suneung_lit.data.matching import find_overlap, merge
 from suneung_lit.data.records import Item, load_items, write_items
 from suneung_lit.data.splitting import grouped_split, paragraph_key
+from suneung_lit.data.synthetic import make_items
 
 from .conftest import FIXTURES, REPO
 
@@ -235,3 +236,48 @@ def test_csatqa_xlsx_instructions_split_into_context_question_and_options(tmp_pa
     assert first.choices[2] == "축약은 음운 변동의 하나이다." and first.answer == 3 and first.num_choices == 5
     assert second.paragraph == "" and second.choices == ("깍뚜기", "깍두기", "깍둑이", "깎두기", "깍뚝이")
     assert [(p.item_id, p.column) for p in conversion.problems] == [("csatqa-csatqa-3", "instruction")]
+
+
+def test_balanced_shift_rows_make_positions_uniform_even_when_every_answer_is_one():
+    from suneung_lit.data.augmenting import balanced_shift_rows
+
+    # 8 four-choice items, every answer "1": rows hold each item's 4 cyclic shifts (answer at shift).
+    item_index = [i for i in range(8) for _ in range(4)]
+    shift = [s for _ in range(8) for s in range(4)]
+    rows = balanced_shift_rows(item_index, shift, shift, [4] * 32, seed=0)
+    assert [item_index[r] for r in rows] == list(range(8))
+    assert Counter(shift[r] for r in rows) == {0: 2, 1: 2, 2: 2, 3: 2}
+    assert balanced_shift_rows(item_index, shift, shift, [4] * 32, seed=0) == rows
+    assert balanced_shift_rows(item_index, shift, shift, [4] * 32, seed=1) != rows
+
+
+def test_balanced_training_serves_each_item_once_per_epoch_with_uniform_answers(tmp_path, tiny_model_dir):
+    from dataclasses import replace
+
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+
+    skewed = [replace(item, answer=1) for item in make_items(40, seed=3)]  # the text no longer matters here
+    write_items(skewed, tmp_path / "train.csv")
+    write_items(make_items(8, seed=4, prefix="val"), tmp_path / "val.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir),
+        train_path=str(tmp_path / "train.csv"),
+        val_path=str(tmp_path / "val.csv"),
+        max_length=256,
+        train_batch_size=8,
+        balance_train=True,
+    )
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    epochs = []
+    for _ in range(2):
+        batches = list(loader)
+        ids = [i for b in batches for i in b["id"]]
+        assert sorted(ids) == sorted(item.id for item in skewed) and len(batches) == len(loader)
+        pairs = [zip(b["num_choices"].tolist(), b["answer"].tolist(), strict=True) for b in batches]
+        counts = Counter(pair for batch in pairs for pair in batch)
+        for n in (4, 5):
+            per_position = [counts[(n, p)] for p in range(n)]
+            assert max(per_position) - min(per_position) <= 1, counts
+        epochs.append({i: a for b in batches for i, a in zip(b["id"], b["answer"].tolist(), strict=True)})
+    assert epochs[0] != epochs[1]  # each epoch deals new positions

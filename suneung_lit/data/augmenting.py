@@ -59,3 +59,35 @@ def balance_answers(items: Sequence[Item], seed: int = 0) -> list[Item]:
         moved = _permuted(item, order, "")
         result.append(replace(moved, metadata={**item.metadata}))
     return result
+
+
+def balanced_shift_rows(
+    item_index: Sequence[int], shift: Sequence[int], answer: Sequence[int], num_choices: Sequence[int], seed: int
+) -> list[int]:
+    """One row per item, picking among its cyclic-shift rows so that answer positions are uniform.
+
+    Rows hold every cyclic shift of every training item (``answer`` is the row's 0-based answer position). Per
+    choice count, target positions are dealt round-robin and shuffled with ``seed``, so each position is the
+    answer equally often (within one) whatever the labels' own skew. A new seed per epoch gives each item a
+    new position. Returns row indices in item order.
+    """
+    rows_of: dict[int, dict[int, int]] = {}
+    count_of: dict[int, int] = {}
+    for row, (item, position, n) in enumerate(zip(item_index, answer, num_choices, strict=True)):
+        rows_of.setdefault(item, {})[position] = row
+        count_of[item] = n
+    rng = random.Random(seed)
+    by_count: dict[int, list[int]] = {}
+    for item in sorted(rows_of):
+        by_count.setdefault(count_of[item], []).append(item)
+    target: dict[int, int] = {}
+    for n, items in sorted(by_count.items()):
+        slots = [i % n for i in range(len(items))]
+        rng.shuffle(slots)
+        target.update(zip(items, slots, strict=True))
+    chosen = []
+    for item in sorted(rows_of):
+        if target[item] not in rows_of[item]:
+            raise ValueError(f"item {item} has no row with its answer at position {target[item] + 1}")
+        chosen.append(rows_of[item][target[item]])
+    return chosen

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -105,8 +105,11 @@ class ResumableBatchSampler(Sampler[list[int]]):
         world_size: int = 1,
         units: Sequence[int] | None = None,
         leading: Sequence[bool] | None = None,
+        rows_for_epoch: Callable[[int], list[int]] | None = None,
     ):
         self.lengths = list(lengths)
+        # Training on a different subset of rows each epoch (one answer-balanced shift per item).
+        self.rows_for_epoch = rows_for_epoch
         self.units = list(units) if units is not None else None
         self.leading = list(leading) if leading is not None else None
         self.batch_size = batch_size
@@ -131,11 +134,14 @@ class ResumableBatchSampler(Sampler[list[int]]):
                 ]
             # Evaluation keeps every item: ranks may get one batch more than others.
             return batches[self.rank :: self.world_size]
+        rows = self.rows_for_epoch(seed) if self.rows_for_epoch is not None else list(range(len(self.lengths)))
+        lengths = [self.lengths[r] for r in rows]
         if self.group_by_length:
-            batches = grouped_shuffled_batches(self.lengths, self.batch_size, seed)
+            batches = grouped_shuffled_batches(lengths, self.batch_size, seed)
         else:
-            order = torch.randperm(len(self.lengths), generator=torch.Generator().manual_seed(seed)).tolist()
+            order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed)).tolist()
             batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches = [[rows[i] for i in batch] for batch in batches]
         # Every rank must run the same number of steps: drop the ragged tail of the batch list.
         usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
         return batches[self.rank : usable : self.world_size]
@@ -153,7 +159,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         if self.units is not None:
             return len(self._epoch_batches())
-        count = -(-len(self.lengths) // self.batch_size)
+        served = len(self.rows_for_epoch(self.seed)) if self.rows_for_epoch is not None else len(self.lengths)
+        count = -(-served // self.batch_size)
         if not self.shuffle:
             return len(range(self.rank, count, self.world_size))
         return count // self.world_size if self.world_size > 1 else count

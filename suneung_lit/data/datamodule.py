@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import datasets
@@ -10,6 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
+from suneung_lit.data.augmenting import balanced_shift_rows
 from suneung_lit.data.batching import LeftPadCollator, ResumableBatchSampler, ResumableDataLoader
 from suneung_lit.data.cleaning import DEFAULT_STEPS, CleaningReport, clean
 from suneung_lit.data.prompts import PromptTemplate, load_template, resolve_chat_template
@@ -48,6 +50,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             stops with a message naming the column (train/val/test) or prints a warning (predict).
         val_fraction: share of train items (by paragraph group) held out when ``val_path`` is not given.
         split_seed: seed of that split.
+        balance_train: train on answer-balanced cyclic shifts of the items' choices, drawn anew each epoch, so that
+            every answer position is equally common and the answer prior cannot be learned (the competition train
+            set is 46.7% "1"). Every shift is tokenized once; an epoch still sees each item once.
         train_batch_size: items per training batch (per device).
         eval_batch_size: items per validation/test/predict batch (per device).
         group_by_length: batch items of similar length together to cut padding.
@@ -77,6 +82,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         answer_column: str | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 42,
+        balance_train: bool = False,
         train_batch_size: int = 1,
         eval_batch_size: int = 8,
         group_by_length: bool = True,
@@ -100,6 +106,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.answer_column = answer_column
         self.val_fraction = val_fraction
         self.split_seed = split_seed
+        self.balance_train = balance_train
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
         self.group_by_length = group_by_length
@@ -210,7 +217,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             if split in self.encoded or (split == "train" and not items):
                 continue
             self.template.check_items(items, str(self.paths[split] or self.paths["train"]))
-            copies = scored_copies(items, self.debias if split != "train" else "none", self.pride_fraction, self.seed)
+            if split == "train":
+                copies = scored_copies(items, "cyclic" if self.balance_train else "none", 1.0, self.seed)
+            else:
+                copies = scored_copies(items, self.debias, self.pride_fraction, self.seed)
             encoded = encode_items(
                 [copy.item for copy in copies],
                 tokenizer,
@@ -268,6 +278,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             group_by_length=self.group_by_length,
             rank=rank,
             world_size=world_size,
+            rows_for_epoch=self._balanced_rows(dataset) if self.balance_train else None,
         )
         trainer = self.trainer
 
@@ -284,6 +295,11 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             consumed=consumed,
         )
+
+    @staticmethod
+    def _balanced_rows(dataset: datasets.Dataset):
+        columns = [dataset[name] for name in ("item_index", "shift", "answer", "num_choices")]
+        return partial(balanced_shift_rows, *columns)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
