@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from suneung_lit.data.batching import sorted_batches
 from suneung_lit.data.records import Item
 from suneung_lit.debias import (
     PositionPrior,
@@ -102,18 +101,6 @@ def test_cyclic_copies_cover_every_shift_and_pride_calibrates_a_share_per_choice
     assert len(pride) == 100 + 2 * 3 + 3 * 4
     assert all(c.shift == 0 for c in pride if not c.calibration)
     assert scored_copies(data, "none", 0.05, seed=0)[5].item is data[5]
-
-
-def test_shifted_copies_stay_in_one_batch_and_calibration_items_lead():
-    units = [0, 0, 0, 0, 1, 2, 2, 2, 2, 2, 3]
-    lengths = [10, 12, 10, 11, 50, 30, 30, 31, 30, 30, 5]
-    leading = [False] * 5 + [True] * 5 + [False]
-    batches = sorted_batches(lengths, 6, units, leading)
-    assert batches[0][:5] == [5, 6, 7, 8, 9]  # the calibration item first, then the longest others
-    for batch in batches:
-        for unit in {units[r] for r in batch}:
-            assert {r for r, u in enumerate(units) if u == unit} <= set(batch)
-    assert sorted(r for b in batches for r in b) == list(range(len(units)))
 
 
 def test_masked_log_softmax_ignores_columns_past_the_choice_count():

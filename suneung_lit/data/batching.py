@@ -41,31 +41,37 @@ class LeftPadCollator:
 
 def sorted_batches(
     lengths: Sequence[int],
-    batch_size: int,
+    batch_size: int | None,
     units: Sequence[int] | None = None,
     leading: Sequence[bool] | None = None,
+    max_tokens: int | None = None,
 ) -> list[list[int]]:
     """Evaluation order: longest first (an out-of-memory error shows at once), similar lengths together.
 
-    Rows that share a unit (the shifted copies of one item) stay in one batch, which holds at most
-    ``batch_size`` rows unless a single unit is larger. Units marked ``leading`` come first (PriDe's
-    calibration items, whose passes estimate the prior the other items need).
+    A batch holds at most ``batch_size`` rows (no limit when None) and, with ``max_tokens``, at most that many
+    padded tokens (rows x longest row), so short items fill large batches and long ones come a few at a time;
+    a single unit larger than the limits gets a batch of its own. Rows that share a unit (the shifted copies of
+    one item) stay in one batch. Units marked ``leading`` come first (PriDe's calibration items, whose passes
+    estimate the prior the other items need).
     """
-    if units is None:
-        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     members: dict[int, list[int]] = {}
-    for row, unit in enumerate(units):
-        members.setdefault(unit, []).append(row)
+    for row in range(len(lengths)):
+        members.setdefault(units[row] if units is not None else row, []).append(row)
     first = leading or [False] * len(lengths)
-    keys = {unit: (not first[rows[0]], -max(lengths[r] for r in rows), unit) for unit, rows in members.items()}
+    widths = {unit: max(lengths[r] for r in rows) for unit, rows in members.items()}
+    order = sorted(members, key=lambda unit: (not first[members[unit][0]], -widths[unit], members[unit][0]))
     batches: list[list[int]] = []
     current: list[int] = []
-    for unit in sorted(members, key=keys.__getitem__):
-        if current and len(current) + len(members[unit]) > batch_size:
+    width = 0
+    for unit in order:
+        rows = len(current) + len(members[unit])
+        too_many = batch_size is not None and rows > batch_size
+        too_wide = max_tokens is not None and rows * max(width, widths[unit]) > max_tokens
+        if current and (too_many or too_wide):
             batches.append(current)
-            current = []
+            current, width = [], 0
         current = current + members[unit]
+        width = max(width, widths[unit])
     return batches + ([current] if current else [])
 
 
@@ -106,10 +112,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
         units: Sequence[int] | None = None,
         leading: Sequence[bool] | None = None,
         rows_for_epoch: Callable[[int], list[int]] | None = None,
+        max_tokens: int | None = None,
     ):
         self.lengths = list(lengths)
         # Training on a different subset of rows each epoch (one answer-balanced shift per item).
         self.rows_for_epoch = rows_for_epoch
+        # Evaluation only: a padded-token budget per batch replaces the row count.
+        self.max_tokens = max_tokens
         self.units = list(units) if units is not None else None
         self.leading = list(leading) if leading is not None else None
         self.batch_size = batch_size
@@ -125,8 +134,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def _epoch_batches(self) -> list[list[int]]:
         seed = self.seed + self.epoch
         if not self.shuffle:
-            if self.group_by_length or self.units is not None:
-                batches = sorted_batches(self.lengths, self.batch_size, self.units, self.leading)
+            if self.group_by_length or self.units is not None or self.max_tokens is not None:
+                size = None if self.max_tokens is not None else self.batch_size
+                batches = sorted_batches(self.lengths, size, self.units, self.leading, self.max_tokens)
             else:
                 batches = [
                     list(range(i, min(i + self.batch_size, len(self.lengths))))
@@ -157,7 +167,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         self.served = 0
 
     def __len__(self) -> int:
-        if self.units is not None:
+        if not self.shuffle:
             return len(self._epoch_batches())
         served = len(self.rows_for_epoch(self.seed)) if self.rows_for_epoch is not None else len(self.lengths)
         count = -(-served // self.batch_size)

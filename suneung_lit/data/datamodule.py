@@ -55,6 +55,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             set is 46.7% "1"). Every shift is tokenized once; an epoch still sees each item once.
         train_batch_size: items per training batch (per device).
         eval_batch_size: items per validation/test/predict batch (per device).
+        eval_tokens_per_batch: a padded-token budget (rows x longest row) per validation/test/predict batch,
+            replacing ``eval_batch_size``: batches are filled longest first, so short items share large batches
+            and long ones come a few at a time. null keeps the fixed item count.
         group_by_length: batch items of similar length together to cut padding.
         seed: seed of the training batch order.
         num_workers: DataLoader worker processes.
@@ -85,6 +88,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         balance_train: bool = False,
         train_batch_size: int = 1,
         eval_batch_size: int = 8,
+        eval_tokens_per_batch: int | None = None,
         group_by_length: bool = True,
         seed: int = 42,
         num_workers: int = 0,
@@ -109,6 +113,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.balance_train = balance_train
         self.train_batch_size = train_batch_size
         self.eval_batch_size = eval_batch_size
+        self.eval_tokens_per_batch = eval_tokens_per_batch
         self.group_by_length = group_by_length
         self.seed = seed
         self.num_workers = num_workers
@@ -264,6 +269,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             world_size=world_size,
             units=dataset["item_index"] if self.debias in ("cyclic", "pride") else None,
             leading=dataset["calibration"] if self.debias == "pride" else None,
+            max_tokens=self.eval_tokens_per_batch,
         )
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collator(), num_workers=self.num_workers)
 
