@@ -77,6 +77,8 @@ class SuneungCLI(LightningCLI):
             **paths,
             template=datamodule["template"],
             chat_template=datamodule["chat_template"],
+            debias=config["model"]["debias"],
+            prefix_reuse=datamodule["prefix_reuse"],
         )
         probe.check_inputs(self.subcommand)
         outputs = {

@@ -27,6 +27,7 @@ from suneung_lit.debias import (
     fit_position_offsets,
     masked_log_softmax,
 )
+from suneung_lit.prefix_reuse import shared_prefix_answer_logits
 from suneung_lit.scoring import answer_logits, option_scores
 
 log = logging.getLogger(__name__)
@@ -265,7 +266,12 @@ class QLoRAMultipleChoice(L.LightningModule):
     # ---- steps ---------------------------------------------------------------------------------------------------
 
     def _scores(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = answer_logits(self.model, batch["input_ids"], batch["attention_mask"])
+        groups = batch.get("prefix_group")
+        if groups is not None and len(groups) > 1 and bool((groups == groups[0]).all()) and groups[0] >= 0:
+            prefix_length = int(batch["prefix_length"][0])
+            logits = shared_prefix_answer_logits(self.model, batch["input_ids"], batch["attention_mask"], prefix_length)
+        else:
+            logits = answer_logits(self.model, batch["input_ids"], batch["attention_mask"])
         return logits, option_scores(logits, self.option_ids, batch["num_choices"])
 
     def _loss(self, logits: torch.Tensor, scores: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:

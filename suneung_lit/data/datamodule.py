@@ -26,6 +26,7 @@ from suneung_lit.data.records import (
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
 from suneung_lit.debias import DebiasChoice, scored_copies
+from suneung_lit.prefix_reuse import prefix_groups
 
 
 class MultipleChoiceDataModule(L.LightningDataModule):
@@ -66,6 +67,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             ``model.debias``): ``cyclic`` all ``n`` cyclic shifts of every item; ``pride`` all shifts of a
             ``pride_fraction`` share of the items (per choice count, at least one) and the rest once.
         pride_fraction: share of evaluation items that calibrate PriDe's position prior.
+        prefix_reuse: in ``predict``, items whose prompts share a paragraph compute the common prompt prefix once
+            and reuse its key/value cache for each question (see ``suneung_lit.prefix_reuse``); the probabilities
+            equal the plain path's up to float rounding. Needs ``model.debias: none``.
         trust_remote_code: allow tokenizer code from the hub (off unless you trust the repository).
     """
 
@@ -96,6 +100,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         trust_remote_code: bool = False,
         debias: DebiasChoice = "none",
         pride_fraction: float = 0.05,
+        prefix_reuse: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -123,6 +128,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             raise ValueError(f"data.pride_fraction must be in (0, 1], got {pride_fraction}")
         self.debias = debias
         self.pride_fraction = pride_fraction
+        if prefix_reuse and debias != "none":
+            raise ValueError("data.prefix_reuse needs model.debias: none (the two are not combined yet)")
+        self.prefix_reuse = prefix_reuse
         self.tokenizer = None
         self.template: PromptTemplate | None = None
         self.items: dict[str, list[Item]] = {}
@@ -236,7 +244,15 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             )
             encoded = encoded.add_column("item_index", [copy.item_index for copy in copies])
             encoded = encoded.add_column("shift", [copy.shift for copy in copies])
-            self.encoded[split] = encoded.add_column("calibration", [copy.calibration for copy in copies])
+            encoded = encoded.add_column("calibration", [copy.calibration for copy in copies])
+            if split == "predict" and self.prefix_reuse:
+                group, shared = prefix_groups(encoded["input_ids"], [copy.item.paragraph for copy in copies])
+                encoded = encoded.add_column("prefix_group", group).add_column("prefix_length", shared)
+                rank_zero_info(
+                    f"prefix reuse: {sum(g >= 0 for g in group)} of {len(group)} items in {len(set(group) - {-1})} "
+                    f"groups share a prompt prefix ({sum(shared)} prefix tokens computed once per group)"
+                )
+            self.encoded[split] = encoded
             stats = encoding_stats(self.encoded[split])
             rank_zero_info(
                 f"{split}: {stats.rows} items, {len(stats.shortened_ids)} with the paragraph shortened "
@@ -267,9 +283,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             group_by_length=self.group_by_length,
             rank=rank,
             world_size=world_size,
-            units=dataset["item_index"] if self.debias in ("cyclic", "pride") else None,
             leading=dataset["calibration"] if self.debias == "pride" else None,
             max_tokens=self.eval_tokens_per_batch,
+            **self._units(dataset),
         )
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collator(), num_workers=self.num_workers)
 
@@ -301,6 +317,17 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             consumed=consumed,
         )
+
+    def _units(self, dataset: datasets.Dataset) -> dict:
+        """Rows that must share a batch: an item's shifted copies (debiasing), or a prefix-sharing group, which
+        also gets a batch to itself."""
+        if "prefix_group" in dataset.column_names:
+            groups = dataset["prefix_group"]
+            units = [len(groups) + g if g >= 0 else row for row, g in enumerate(groups)]
+            return {"units": units, "alone": [g >= 0 for g in groups]}
+        if self.debias in ("cyclic", "pride"):
+            return {"units": dataset["item_index"]}
+        return {}
 
     @staticmethod
     def _balanced_rows(dataset: datasets.Dataset):

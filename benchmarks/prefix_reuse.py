@@ -1,0 +1,120 @@
+"""Prefix reuse in predict, side by side with the plain predict path on the competition test file, in one run.
+
+Both sides run ``Trainer.predict`` with the same loaded model, items, batch size and threads; only
+``data.prefix_reuse`` differs. Items that share a paragraph (the test file: 869 items, 725 paragraphs) compute the
+shared prompt prefix once. Probabilities are compared item by item.
+
+    python benchmarks/prefix_reuse.py                    # CPU: Qwen2-shaped h512 l4 random model, all 869 rows
+    python benchmarks/prefix_reuse.py --model artifacts/gemma-3-270m --rows 200
+    python benchmarks/prefix_reuse.py --preset qwen2.5-32b --data-dir DIR   # GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import COMPETITION, PRESETS, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
+
+from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
+from suneung_lit.data.records import load_items, write_items  # noqa: E402
+from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a model folder (default: a random Qwen2-shaped --hidden/--layers model)")
+    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights (GPU)")
+    parser.add_argument("--data-dir", default=str(COMPETITION), help="folder holding the competition test.csv")
+    parser.add_argument("--rows", type=int, help="first N rows of test.csv (default: all)")
+    parser.add_argument("--max-length", type=int, default=2048)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
+    args = parser.parse_args()
+    threads = set_threads()
+    path = Path(args.model) if args.model else model_dir(args.hidden, args.layers)
+    gpu = torch.cuda.is_available()
+    dtype = "bfloat16" if gpu else "float32"
+    module = QLoRAMultipleChoice(str(path), quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
+    if args.preset:
+        device = torch.device("cuda" if gpu else "cpu")
+        module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)
+    items = load_items(Path(args.data_dir) / "test.csv")[: args.rows]
+    results = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        write_items(items, scratch / "items.csv")
+        for reuse in (False, True, False):  # the first plain run warms up the model and caches tokenization
+            datamodule = MultipleChoiceDataModule(
+                str(path),
+                predict_path=str(scratch / "items.csv"),
+                max_length=args.max_length,
+                eval_batch_size=args.batch_size,
+                cache_dir=str(scratch / "cache"),
+                prefix_reuse=reuse,
+            )
+            trainer = L.Trainer(
+                accelerator="gpu" if gpu else "cpu",
+                devices=1,
+                logger=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+            )
+            datamodule.setup("predict")
+            start = time.perf_counter()
+            outputs = trainer.predict(module, datamodule=datamodule)
+            if gpu:
+                module.to("cuda")  # Lightning's teardown moved it to the CPU
+            seconds = time.perf_counter() - start
+            probabilities = {i: p for b in outputs for i, p in zip(b["id"], b["probabilities"], strict=True)}
+            results[reuse] = (seconds, probabilities)
+            if reuse:
+                groups = datamodule.encoded["predict"]["prefix_group"]
+                shared = datamodule.encoded["predict"]["prefix_length"]
+                lengths = datamodule.encoded["predict"]["length"]
+    (plain_seconds, plain), (reuse_seconds, reused) = results[False], results[True]
+    difference = max(float((plain[i] - reused[i]).abs().max()) for i in plain)
+    same_answers = all(int(plain[i].argmax()) == int(reused[i].argmax()) for i in plain)
+    tolerance = 1e-2 if gpu else 1e-4
+    verdict = "identical" if same_answers and difference <= tolerance else "differ"
+    grouped = sum(g >= 0 for g in groups)
+    saved = sum(shared[r] for r in range(len(groups)) if groups[r] >= 0) - sum(
+        shared[next(r for r in range(len(groups)) if groups[r] == g)] for g in set(groups) - {-1}
+    )
+    speedup = plain_seconds / reuse_seconds
+    model_name = args.preset or (Path(args.model).name if args.model else f"h{args.hidden} l{args.layers}")
+    group_count = len(set(groups) - {-1})
+    print(
+        f"{model_name} {args.quantization}, {len(items)} test rows, {grouped} in {group_count} prefix groups; "
+        f"{saved} of {sum(lengths)} prompt tokens ({saved / sum(lengths):.1%}) not recomputed; {threads} threads"
+    )
+    print(f"plain {plain_seconds:.1f} s, prefix reuse {reuse_seconds:.1f} s; max |p difference| {difference:.2e}")
+    append_result(
+        "prefix reuse",
+        ["model", "rows", "grouped rows", "tokens saved", "plain s", "reuse s", "speedup", "max |dp|", "predictions"],
+        [
+            f"{model_name} {args.quantization}",
+            len(items),
+            grouped,
+            f"{saved / sum(lengths):.1%}",
+            f"{plain_seconds:.1f}",
+            f"{reuse_seconds:.1f}",
+            f"{speedup:.2f}x",
+            f"{difference:.1e}",
+            verdict,
+        ],
+    )
+    print(f"prefix_speedup={speedup:.2f} predictions={verdict}")
+
+
+if __name__ == "__main__":
+    main()

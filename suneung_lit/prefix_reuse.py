@@ -1,0 +1,104 @@
+"""Shared-passage prefix reuse: items that share a paragraph run the common prompt prefix once.
+
+In the competition test set 869 items share 725 paragraphs. For a group of items whose prompts start with the
+same tokens, the prefix goes through the model once (batch 1, with the key/value cache); each item then runs only
+its own suffix (question, <보기>, choices) on a copy of that cache. The answer logits equal the plain path's up to
+float rounding: the suffix attends to exactly the prefix tokens it would have attended to.
+
+Models with sliding-window attention layers (Gemma 3) keep a window of the cache by index, so padding between
+prefix and suffix would shift the window; their suffixes run one at a time, unpadded. Other models run the
+suffixes of a group as one left-padded batch.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+# Shorter shared prefixes are not worth a separate forward pass.
+MIN_SHARED_TOKENS = 64
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix all sequences share (each keeps at least one token of its own)."""
+    shortest = min(len(s) for s in sequences)
+    length = 0
+    while length < shortest - 1 and all(s[length] == sequences[0][length] for s in sequences):
+        length += 1
+    return length
+
+
+def prefix_groups(
+    input_ids: Sequence[Sequence[int]], keys: Sequence[str], min_shared: int = MIN_SHARED_TOKENS
+) -> tuple[list[int], list[int]]:
+    """Per row: a group id (-1 when alone) and the shared prefix length, for rows whose ``keys`` match.
+
+    ``keys`` is what makes sharing likely (the paragraph); the shared length is measured on the tokens, so a
+    group is only formed when its prompts really start with the same ``min_shared`` or more tokens.
+    """
+    rows_of: dict[str, list[int]] = {}
+    for row, key in enumerate(keys):
+        rows_of.setdefault(key, []).append(row)
+    group = [-1] * len(keys)
+    shared = [0] * len(keys)
+    next_id = 0
+    for rows in rows_of.values():
+        if len(rows) < 2:
+            continue
+        length = common_prefix_length([input_ids[r] for r in rows])
+        if length < min_shared:
+            continue
+        for row in rows:
+            group[row], shared[row] = next_id, length
+        next_id += 1
+    return group, shared
+
+
+def has_sliding_window(model: torch.nn.Module) -> bool:
+    config = model.config
+    layer_types = getattr(config, "layer_types", None) or []
+    return "sliding_attention" in layer_types or bool(getattr(config, "use_sliding_window", False))
+
+
+def shared_prefix_answer_logits(
+    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, prefix_length: int
+) -> Tensor:
+    """Answer-position logits [rows, vocab] for left-padded rows that all start with the same ``prefix_length``
+    real tokens, computing that prefix once."""
+    rows = [input_ids[i, attention_mask[i].bool()] for i in range(input_ids.shape[0])]
+    prefix = rows[0][:prefix_length][None]
+    suffixes = [row[prefix_length:] for row in rows]
+    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    if has_sliding_window(model):
+        logits = []
+        for suffix in suffixes:
+            logits.append(_suffix_logits(model, copy.deepcopy(cache), suffix[None], prefix_length))
+        return torch.cat(logits)
+    cache.batch_repeat_interleave(len(suffixes))
+    width = max(len(s) for s in suffixes)
+    ids = input_ids.new_zeros(len(suffixes), width)
+    mask = attention_mask.new_zeros(len(suffixes), width)
+    for i, suffix in enumerate(suffixes):
+        ids[i, width - len(suffix) :] = suffix
+        mask[i, width - len(suffix) :] = 1
+    return _suffix_logits(model, cache, ids, prefix_length, mask)
+
+
+def _suffix_logits(model, cache, ids: Tensor, prefix_length: int, mask: Tensor | None = None) -> Tensor:
+    mask = torch.ones_like(ids) if mask is None else mask
+    full_mask = torch.cat([mask.new_ones(ids.shape[0], prefix_length), mask], dim=1)
+    # Positions continue from the prefix on each row's first real token, as in the unsplit prompt.
+    positions = prefix_length + (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids,
+        attention_mask=full_mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :]

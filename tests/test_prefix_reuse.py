@@ -1,0 +1,82 @@
+"""Prefix reuse: items sharing a paragraph compute the shared prompt prefix once, with unchanged probabilities."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import lightning as L
+import pytest
+import torch
+
+from suneung_lit.data.datamodule import MultipleChoiceDataModule
+from suneung_lit.data.records import load_items, write_items
+from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.prefix_reuse import common_prefix_length, prefix_groups
+
+from .conftest import COMPETITION_DATA
+
+
+def test_common_prefix_leaves_every_sequence_a_token_of_its_own():
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 9]]) == 3
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix_length([[5, 1], [6, 1]]) == 0
+
+
+def test_groups_need_the_same_key_and_enough_shared_tokens():
+    ids = [[7] * 80 + [1], [7] * 80 + [2], [7] * 10 + [3], [7] * 80 + [4]]
+    group, shared = prefix_groups(ids, ["a", "a", "b", "c"], min_shared=64)
+    assert group == [0, 0, -1, -1] and shared == [80, 80, 0, 0]
+    group, _ = prefix_groups(ids, ["a", "b", "a", "c"], min_shared=64)  # only 10 tokens shared
+    assert group == [-1, -1, -1, -1]
+
+
+def sharing_items(count_groups: int, singles: int):
+    """Real competition test items: a few paragraphs asked about more than once, plus single items."""
+    items = load_items(COMPETITION_DATA / "test.csv")
+    counts = Counter(item.paragraph for item in items)
+    shared = sorted({i.paragraph for i in items if counts[i.paragraph] > 1}, key=len)[:count_groups]
+    chosen = [i for i in items if i.paragraph in shared]
+    return chosen + [i for i in items if counts[i.paragraph] == 1][:singles]
+
+
+def predict(model_dir, path, tmp_path, prefix_reuse: bool, **model_settings):
+    module = QLoRAMultipleChoice(str(model_dir), **model_settings)
+    datamodule = MultipleChoiceDataModule(
+        str(model_dir),
+        predict_path=str(path),
+        max_length=2048,
+        eval_batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        prefix_reuse=prefix_reuse,
+    )
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    outputs = trainer.predict(module, datamodule=datamodule)
+    rows = {i: p for batch in outputs for i, p in zip(batch["id"], batch["probabilities"], strict=True)}
+    groups = datamodule.encoded["predict"]["prefix_group"] if prefix_reuse else []
+    return rows, groups
+
+
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_prefix_reuse_gives_the_plain_probabilities_on_real_shared_paragraphs(tiny_model_dir, tmp_path, quantization):
+    write_items(sharing_items(3, 4), tmp_path / "items.csv")
+    settings = dict(quantization=quantization, dtype="float32", compute_dtype="float32")
+    plain, _ = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, **settings)
+    reused, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, True, **settings)
+    assert len(set(groups) - {-1}) == 3 and sum(g >= 0 for g in groups) >= 6
+    assert plain.keys() == reused.keys()
+    for item_id, probabilities in plain.items():
+        torch.testing.assert_close(reused[item_id], probabilities, rtol=0, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_prefix_reuse_matches_plain_scores_on_gemma_past_its_sliding_window(gemma_dir, tmp_path):
+    items = load_items(COMPETITION_DATA / "test.csv")
+    counts = Counter(item.paragraph for item in items)
+    long_shared = next(p for p in sorted(counts, key=len) if counts[p] > 1 and len(p) > 900)
+    write_items([i for i in items if i.paragraph == long_shared], tmp_path / "items.csv")
+    settings = dict(quantization="none", dtype="float32", compute_dtype="float32")
+    plain, _ = predict(gemma_dir, tmp_path / "items.csv", tmp_path, False, **settings)
+    reused, groups = predict(gemma_dir, tmp_path / "items.csv", tmp_path, True, **settings)
+    assert groups and all(g == 0 for g in groups)
+    for item_id, probabilities in plain.items():
+        torch.testing.assert_close(reused[item_id], probabilities, rtol=0, atol=1e-4)
