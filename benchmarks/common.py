@@ -12,7 +12,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-COMPETITION = ROOT.parent / "shared" / "data" / "generationfornlp"
+# ../shared does not travel to a device machine: --data-dir (or SUNEUNG_LIT_DATA_DIR) points elsewhere.
+COMPETITION = Path(os.environ.get("SUNEUNG_LIT_DATA_DIR") or ROOT.parent / "shared" / "data" / "generationfornlp")
+
+
+def add_data_dir_argument(parser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=COMPETITION, help="folder holding the competition CSVs")
 
 
 def model_dir(hidden: int, layers: int, cache: Path = ROOT / "artifacts") -> Path:

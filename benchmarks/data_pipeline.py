@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, append_result, model_dir  # noqa: E402
+from common import add_data_dir_argument, append_result, model_dir  # noqa: E402
 
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.prompts import load_template  # noqa: E402
@@ -20,9 +20,9 @@ from suneung_lit.data.records import load_items  # noqa: E402
 from suneung_lit.data.tokenization import encode_items, encoding_stats  # noqa: E402
 
 
-def pipeline(tokenizer, cache: Path, max_length: int, template: str) -> tuple[float, int, int]:
+def pipeline(tokenizer, cache: Path, max_length: int, template: str, data_dir: Path) -> tuple[float, int, int]:
     start = time.perf_counter()
-    items, _ = clean(load_items(COMPETITION / "train.csv"))
+    items, _ = clean(load_items(data_dir / "train.csv"))
     dataset = encode_items(items, tokenizer, load_template(template), max_length, 5, cache)
     seconds = time.perf_counter() - start
     return seconds, len(dataset), len(encoding_stats(dataset).shortened_ids)
@@ -32,6 +32,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--template", default="base")
+    add_data_dir_argument(parser)
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
@@ -40,8 +41,8 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(path)
     load_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as cache:
-        cold, rows, shortened = pipeline(tokenizer, Path(cache), args.max_length, args.template)
-        cached, _, _ = pipeline(tokenizer, Path(cache), args.max_length, args.template)
+        cold, rows, shortened = pipeline(tokenizer, Path(cache), args.max_length, args.template, args.data_dir)
+        cached, _, _ = pipeline(tokenizer, Path(cache), args.max_length, args.template, args.data_dir)
     print(f"train rows: {rows} ({shortened} shortened to {args.max_length} tokens)")
     print(f"tokenizer load: {load_seconds:.1f} s")
     print(f"validate + clean + tokenize: cold {cold:.2f} s, cached {cached:.2f} s")

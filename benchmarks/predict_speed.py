@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, PRESETS, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
+from common import PRESETS, add_data_dir_argument, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
 
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
@@ -55,6 +55,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quantization", default="nf4", choices=["nf4", "fp4", "int8", "none"])
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights")
+    add_data_dir_argument(parser)
     args = parser.parse_args()
     threads = set_threads()
     path = model_dir(args.hidden, args.layers)
@@ -69,10 +70,10 @@ def main() -> None:
         module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        probe = MultipleChoiceDataModule(str(path), predict_path=str(COMPETITION / "test.csv"))
+        probe = MultipleChoiceDataModule(str(path), predict_path=str(args.data_dir / "test.csv"))
         tokenizer = probe._load_tokenizer()
         template = load_template("base")
-        items, _ = clean(load_items(COMPETITION / "test.csv"), allow_drops=False)
+        items, _ = clean(load_items(args.data_dir / "test.csv"), allow_drops=False)
         # Only rows that fit, so both sides see exactly the same text.
         fitting = [i for i in items if len(tokenizer.encode(render_prompt(i, template, tokenizer))) <= args.max_length]
         subset = fitting[: args.rows]
@@ -100,10 +101,18 @@ def main() -> None:
             data.tokenizer = tokenizer  # both sides start with the tokenizer loaded
             return data
 
+        def back_on_gpu() -> None:
+            # Lightning's strategy teardown moves the module to the CPU after predict; put it back, untimed.
+            if accelerator == "gpu":
+                module.to("cuda")
+                torch.cuda.synchronize()
+
         trainer().predict(module, datamodule("warmup"))  # loads the model once; not timed
+        back_on_gpu()
         start = time.perf_counter()
         trainer().predict(module, datamodule("timed"))  # tokenization included, cold cache
         ours_seconds = time.perf_counter() - start
+        back_on_gpu()
         with open(scratch / "out" / "predictions.csv", encoding="utf-8") as handle:
             ours = [int(row["answer"]) for row in csv.DictReader(handle)]
 
@@ -114,6 +123,7 @@ def main() -> None:
         baseline = baseline_predict(model, tokenizer, subset, template, option_ids)
         baseline_seconds = time.perf_counter() - start
 
+    label = args.preset or f"h{args.hidden} l{args.layers}"
     ours_rate, baseline_rate = len(subset) / ours_seconds, len(subset) / baseline_seconds
     speedup = ours_rate / baseline_rate
     same = (
@@ -121,10 +131,7 @@ def main() -> None:
         if ours == baseline
         else f"differ ({sum(a != b for a, b in zip(ours, baseline, strict=True))} items)"
     )
-    print(
-        f"items: {len(subset)} competition test rows, model h{args.hidden}/l{args.layers} {args.quantization}, "
-        f"{threads} threads"
-    )
+    print(f"items: {len(subset)} competition test rows, model {label} {args.quantization}, {threads} threads")
     print(f"{'path':<28}{'seconds':>10}{'items/s':>10}")
     print(f"{'baseline (batch 1, full)':<28}{baseline_seconds:>10.2f}{baseline_rate:>10.2f}")
     print(f"{'suneung-lit predict':<28}{ours_seconds:>10.2f}{ours_rate:>10.2f}")
@@ -132,7 +139,7 @@ def main() -> None:
         "predict throughput",
         ["model", "items", "max_length", "batch", "baseline items/s", "ours items/s", "speedup", "predictions"],
         [
-            f"h{args.hidden} l{args.layers} {args.quantization}",
+            f"{label} {args.quantization}",
             len(subset),
             args.max_length,
             args.batch_size,

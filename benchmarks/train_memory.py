@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, PRESETS, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
+from common import PRESETS, add_data_dir_argument, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
 
 
 def resident_bytes() -> int:
@@ -57,12 +57,12 @@ class PeakSampler:
         self.peak = max(self.peak, resident_bytes())
 
 
-def real_batch(tokenizer, length: int, batch_size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def real_batch(tokenizer, length: int, batch_size: int, device, data_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of exactly ``length`` tokens cut from real competition prompts, and their answer token ids."""
     from suneung_lit.data.prompts import load_template, render_prompt
     from suneung_lit.data.records import load_items
 
-    items = load_items(COMPETITION / "train.csv")[: batch_size * 4]
+    items = load_items(data_dir / "train.csv")[: batch_size * 4]
     template = load_template("base")
     rows, labels = [], []
     for item in items[:batch_size]:
@@ -98,7 +98,7 @@ def measure(mode: str, length: int, args: argparse.Namespace) -> dict[str, float
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
-    input_ids, labels = real_batch(tokenizer, length, args.batch_size, device)
+    input_ids, labels = real_batch(tokenizer, length, args.batch_size, device, args.data_dir)
     mask = torch.ones_like(input_ids)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights")
+    add_data_dir_argument(parser)
     parser.add_argument("--single", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
@@ -189,7 +190,7 @@ def main() -> None:
                 "ours tok/s",
             ],
             [
-                f"h{args.hidden} l{args.layers} nf4",
+                f"{label} nf4",
                 args.batch_size,
                 length,
                 f"{b['peak_mb']:.0f}",
