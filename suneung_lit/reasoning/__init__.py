@@ -1,0 +1,1 @@
+"""Reasoning mode: generated chain-of-thought answers and the extraction that turns them into choices."""
