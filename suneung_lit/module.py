@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -28,6 +29,7 @@ from suneung_lit.debias import (
     masked_log_softmax,
 )
 from suneung_lit.prefix_reuse import shared_prefix_answer_logits
+from suneung_lit.reasoning.generation import Generated, generate_answers
 from suneung_lit.scoring import answer_logits, option_scores
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,11 @@ class QLoRAMultipleChoice(L.LightningModule):
             ``data.pride_fraction`` of the items, subtracted from the others: ``1 + fraction * (n - 1)`` passes);
             ``offsets`` (per-position offsets fitted on labelled validation data and saved in the checkpoint,
             applied by test and predict: one pass). Training is never debiased.
+        answer_mode: ``logits`` reads the answer from the option logits at the answer position; ``generate``
+            writes a chain of thought first (use the ``cot_json`` template), greedily, stopping at EOS or at the end
+            of the JSON object, and extracts the answer (``suneung_lit.reasoning``); texts without a usable answer
+            are scored at an answer position appended after them. Validate, test and predict only.
+        max_new_tokens: longest generated text in ``generate`` mode.
     """
 
     def __init__(
@@ -127,8 +134,12 @@ class QLoRAMultipleChoice(L.LightningModule):
         trust_remote_code: bool = False,
         attn_implementation: str | None = None,
         debias: DebiasChoice = "none",
+        answer_mode: Literal["logits", "generate"] = "logits",
+        max_new_tokens: int = 256,
     ):
         super().__init__()
+        if answer_mode == "generate" and debias != "none":
+            raise ValueError("model.answer_mode generate and model.debias are not combined; set debias: none")
         self.save_hyperparameters()
         self.model: torch.nn.Module | None = None
         self.option_ids: list[int] = []
@@ -142,6 +153,9 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.position_offsets: dict[int, torch.Tensor] = {}
         self._validation_scores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
         self._cost = EvaluationCost()
+        self.tokenizer = None
+        self.assistant_prefix = ""
+        self._paths: Counter = Counter()
 
     # ---- model ---------------------------------------------------------------------------------------------------
 
@@ -187,6 +201,9 @@ class QLoRAMultipleChoice(L.LightningModule):
                 self.hparams.model_name_or_path, trust_remote_code=self.hparams.trust_remote_code
             )
         self.option_ids = option_token_ids(tokenizer, self.hparams.max_choices)
+        self.tokenizer = tokenizer
+        template = getattr(datamodule, "template", None)
+        self.assistant_prefix = template.assistant_prefix if template is not None else ""
         self.group_names = list(getattr(datamodule, "groups", []) or [])
         if self.group_names and self.val_group_acc is None:
             self.val_group_acc = GroupedAccuracy(len(self.group_names))
@@ -314,10 +331,44 @@ class QLoRAMultipleChoice(L.LightningModule):
             "id": [batch["id"][i] for i in first.tolist()],
         }
 
+    def _generate(self, batch: dict[str, Any]) -> list[Generated]:
+        generated = generate_answers(
+            self.model,
+            self.tokenizer,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["num_choices"],
+            self.option_ids,
+            self.assistant_prefix,
+            self.hparams.max_new_tokens,
+        )
+        self._paths.update(g.path for g in generated)
+        return generated
+
+    def _generated_items(self, batch: dict[str, Any]) -> tuple[dict[str, Any], list[Generated]]:
+        """Per-item outputs in ``generate`` mode, shaped like ``_item_scores``'s."""
+        generated = self._generate(batch)
+        probabilities = torch.tensor([g.probabilities for g in generated], device=batch["input_ids"].device)
+        items = {
+            "log_probs": probabilities.clamp_min(1e-12).log(),
+            "answer": batch["answer"],
+            "num_choices": batch["num_choices"],
+            "group": batch["group"],
+            "index": batch["item_index"],
+            "id": list(batch["id"]),
+            "prediction": torch.tensor([g.answer - 1 for g in generated], device=probabilities.device),
+        }
+        return items, generated
+
     def _evaluate(self, batch: dict[str, Any], stage: str, metric: MulticlassAccuracy) -> None:
         logits, scores = self._scores(batch)
         size = len(batch["id"])
         self.log(f"{stage}/loss", self._loss(logits, scores, batch), sync_dist=True, batch_size=size)
+        if self.hparams.answer_mode == "generate":
+            items, _ = self._generated_items(batch)
+            metric(items["prediction"], items["answer"])
+            self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=size)
+            return
         items = self._item_scores(batch, masked_log_softmax(scores, batch["num_choices"]))
         if stage == "val" and self.hparams.debias == "offsets":
             self._validation_scores.append(
@@ -330,6 +381,7 @@ class QLoRAMultipleChoice(L.LightningModule):
             self.val_group_acc.update(preds, items["answer"], items["group"])
 
     def _start_evaluation(self) -> None:
+        self._paths = Counter()
         self.prior = PositionPrior()
         self._validation_scores = []
         self._cost = EvaluationCost()
@@ -381,6 +433,12 @@ class QLoRAMultipleChoice(L.LightningModule):
         rank_zero_info(f"fitted position offsets on {int(labelled.sum())} validation items: {shown}")
 
     def _report_cost(self, stage: str) -> None:
+        if self.hparams.answer_mode == "generate" and self._paths:
+            total = sum(self._paths.values())
+            rank_zero_info(f"{stage} answers extracted from {total} generated texts: {dict(self._paths)}")
+            if not self.trainer.predicting:
+                for path, count in self._paths.items():
+                    self.log(f"{'val' if stage == 'validation' else stage}/extraction/{path}", count / total)
         if self.hparams.debias != "none" and self._cost.items:
             rank_zero_info(f"{stage} debias={self.hparams.debias}: {self._cost}")
             if self.hparams.debias == "pride":
@@ -393,6 +451,18 @@ class QLoRAMultipleChoice(L.LightningModule):
         self._report_cost("test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        if self.hparams.answer_mode == "generate":
+            items, generated = self._generated_items(batch)
+            return {
+                "index": items["index"].cpu(),
+                "id": items["id"],
+                "probabilities": items["log_probs"].exp().cpu(),
+                "prediction": items["prediction"].cpu() + 1,
+                "answer": items["answer"].cpu() + 1,
+                "num_choices": items["num_choices"].cpu(),
+                "text": [g.text for g in generated],
+                "path": [g.path for g in generated],
+            }
         _, scores = self._scores(batch)
         items = self._item_scores(batch, masked_log_softmax(scores, batch["num_choices"]))
         probabilities = items["log_probs"].exp()

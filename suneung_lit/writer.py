@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ def merge_predictions(outputs: Sequence[dict[str, Any]], expected_ids: Sequence[
                 "prediction": int(batch["prediction"][i]),
                 "answer": int(batch["answer"][i]),
                 "num_choices": int(batch["num_choices"][i]),
+                # Generated chain-of-thought text and the extraction step (``answer_mode: generate``).
+                "text": batch["text"][i] if "text" in batch else None,
+                "path": batch["path"][i] if "path" in batch else None,
             }
     ordered = [rows[i] for i in sorted(rows)]
     predicted = [row["id"] for row in ordered]
@@ -92,6 +96,15 @@ class PredictionCSVWriter(BasePredictionWriter):
                 [row["id"], *probabilities[:width], row["prediction"]] + ([row["answer"] or ""] if has_answers else [])
             )
         write_atomically(self.output_dir / "probabilities.csv", csv_text(header, table))
+        if any(row["text"] is not None for row in rows):
+            lines = [
+                json.dumps(
+                    {"id": r["id"], "text": r["text"], "answer": r["prediction"], "path": r["path"]}, ensure_ascii=False
+                )
+                for r in rows
+            ]
+            write_atomically(self.output_dir / "reasoning.jsonl", "\n".join(lines) + "\n")
+            print(f"wrote the generated texts to {self.output_dir / 'reasoning.jsonl'}")
         if has_answers:
             scored = [row for row in rows if row["answer"] > 0]
             accuracy = sum(row["prediction"] == row["answer"] for row in scored) / len(scored)

@@ -1,0 +1,66 @@
+"""Generation mode end to end: every id gets an answer, the texts and extraction paths are written."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from suneung_lit.data.records import load_items, write_items
+from suneung_lit.data.synthetic import make_items
+from suneung_lit.reasoning.generation import _closes_json
+
+from .conftest import COMPETITION_DATA
+from .test_cli_end_to_end import common_args, run_cli
+
+
+def test_a_json_object_is_closed_only_outside_strings():
+    assert _closes_json('{"answer": 3, "reasoning": "근거"}')
+    assert not _closes_json('{"answer": 3, "reasoning": "괄호 } 안"')
+    assert not _closes_json("정답은 3번")
+
+
+def read_outputs(folder: Path) -> tuple[list[dict], list[dict]]:
+    with open(folder / "predictions.csv", encoding="utf-8") as handle:
+        predictions = list(csv.DictReader(handle))
+    lines = (folder / "reasoning.jsonl").read_text(encoding="utf-8").splitlines()
+    return predictions, [json.loads(line) for line in lines]
+
+
+@pytest.mark.slow
+def test_generate_mode_with_the_tiny_model_falls_back_and_writes_every_id(tiny_model_dir, tmp_path):
+    write_items(make_items(8, seed=11, prefix="train"), tmp_path / "train.csv")
+    write_items(make_items(6, seed=12, prefix="heldout"), tmp_path / "heldout.csv", "flat")
+    args = [*common_args(tiny_model_dir, tmp_path), "--data.template", "cot_json", "--model.answer_mode", "generate"]
+    output = run_cli("predict", *args, "--model.max_new_tokens", "16", cwd=tmp_path)
+    assert "answers extracted from 6 generated texts" in output
+    predictions, reasoning = read_outputs(tmp_path / "predictions")
+    assert [p["id"] for p in predictions] == [r["id"] for r in reasoning] == [f"heldout-{n:04d}" for n in range(6)]
+    assert all(
+        r["text"].startswith('{"answer": ') and r["path"] in {"json", "lenient_json", "pattern", "fallback"}
+        for r in reasoning
+    )
+    assert all(1 <= int(p["answer"]) <= 5 for p in predictions)
+
+
+@pytest.mark.slow
+def test_generate_mode_on_gemma_extracts_answers_from_real_text(gemma_dir, tmp_path):
+    items = [i for i in load_items(COMPETITION_DATA / "train.csv") if len(i.paragraph) < 300][:2]
+    write_items(items, tmp_path / "predict.csv")
+    args = [
+        *common_args(gemma_dir, tmp_path, "gemma270m.yaml"),
+        "--data.predict_path",
+        str(tmp_path / "predict.csv"),
+        "--data.template",
+        "cot_json",
+        "--model.answer_mode",
+        "generate",
+        "--model.max_new_tokens",
+        "24",
+    ]
+    run_cli("predict", *args, cwd=tmp_path)
+    predictions, reasoning = read_outputs(tmp_path / "predictions")
+    assert [p["id"] for p in predictions] == [item.id for item in items]
+    assert any(r["path"] != "fallback" for r in reasoning), reasoning  # a real model writes a parsable answer
