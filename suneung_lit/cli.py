@@ -47,6 +47,7 @@ class SuneungCLI(LightningCLI):
         parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
         parser.link_arguments("model.max_choices", "data.max_choices")
         parser.link_arguments("model.debias", "data.debias")
+        parser.link_arguments("model.answer_mode", "data.answer_mode")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {

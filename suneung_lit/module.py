@@ -30,7 +30,8 @@ from suneung_lit.debias import (
 )
 from suneung_lit.prefix_reuse import shared_prefix_answer_logits
 from suneung_lit.reasoning.generation import Generated, generate_answers
-from suneung_lit.scoring import answer_logits, option_scores
+from suneung_lit.reasoning.rationale import rationale_token_loss
+from suneung_lit.scoring import answer_logits, last_logits, option_scores
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +297,23 @@ class QLoRAMultipleChoice(L.LightningModule):
             return F.cross_entropy(scores, batch["answer"])
         return F.cross_entropy(logits.float(), batch["labels"])
 
+    def _rationale_loss(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Loss over the assistant turn (reasoning tokens and the answer), with the answer-position scores."""
+        keep = int(batch["reasoning_length"].max()) + 1
+        window = last_logits(self.model, batch["input_ids"], batch["attention_mask"], keep)
+        logits = window[:, -1, :]
+        scores = option_scores(logits, self.option_ids, batch["num_choices"])
+        reasoning_sum, tokens = rationale_token_loss(window, batch["input_ids"], batch["reasoning_length"])
+        rows = len(batch["id"])
+        loss = (self._loss(logits, scores, batch) * rows + reasoning_sum) / (rows + tokens)
+        return loss, logits, scores
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        logits, scores = self._scores(batch)
-        loss = self._loss(logits, scores, batch)
+        if int(batch["reasoning_length"].max()) > 0:
+            loss, logits, scores = self._rationale_loss(batch)
+        else:
+            logits, scores = self._scores(batch)
+            loss = self._loss(logits, scores, batch)
         self.train_acc(scores.argmax(-1), batch["answer"])
         size = len(batch["id"])
         self.log("train/loss", loss, prog_bar=True, batch_size=size)

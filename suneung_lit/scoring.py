@@ -19,14 +19,19 @@ def answer_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Ten
     ``logits_to_keep=1`` makes the causal-LM head project one hidden state per row instead of the whole
     sequence, so the [batch, length, vocab] tensor (151k columns for Qwen) is never built.
     """
+    return last_logits(model, input_ids, attention_mask, 1)[:, -1, :]
+
+
+def last_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, keep: int) -> Tensor:
+    """Vocabulary logits at the last ``keep`` positions: [batch, keep, vocab] (rationale training needs a few)."""
     output = model(
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_for_left_padding(attention_mask),
-        logits_to_keep=1,
+        logits_to_keep=keep,
         use_cache=False,
     )
-    return output.logits[:, -1, :]
+    return output.logits
 
 
 def option_scores(logits: Tensor, option_ids: Sequence[int] | Tensor, num_choices: Tensor) -> Tensor:

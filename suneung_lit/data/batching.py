@@ -37,6 +37,8 @@ class LeftPadCollator:
             # Rows of one shared-prompt-prefix group (prefix reuse in predict); -1 for rows scored plainly.
             "prefix_group": torch.tensor([row.get("prefix_group", -1) for row in rows], dtype=torch.long),
             "prefix_length": torch.tensor([row.get("prefix_length", 0) for row in rows], dtype=torch.long),
+            # Assistant-turn tokens before the answer digit that rationale training puts its loss on.
+            "reasoning_length": torch.tensor([row.get("reasoning_length", 0) for row in rows], dtype=torch.long),
             "group": torch.tensor([self.group_index.get(row["group"], -1) for row in rows], dtype=torch.long),
             "id": [row["id"] for row in rows],
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 import datasets
 import lightning as L
@@ -67,6 +68,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             ``model.debias``): ``cyclic`` all ``n`` cyclic shifts of every item; ``pride`` all shifts of a
             ``pride_fraction`` share of the items (per choice count, at least one) and the rest once.
         pride_fraction: share of evaluation items that calibrate PriDe's position prior.
+        answer_mode: ``generate`` ends evaluation prompts where generation starts (the CLI links it to
+            ``model.answer_mode``).
         prefix_reuse: in ``predict``, items whose prompts share a paragraph compute the common prompt prefix once
             and reuse its key/value cache for each question (see ``suneung_lit.prefix_reuse``); the probabilities
             equal the plain path's up to float rounding. Needs ``model.debias: none``.
@@ -101,6 +104,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         debias: DebiasChoice = "none",
         pride_fraction: float = 0.05,
         prefix_reuse: bool = False,
+        answer_mode: Literal["logits", "generate"] = "logits",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -131,6 +135,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         if prefix_reuse and debias != "none":
             raise ValueError("data.prefix_reuse needs model.debias: none (the two are not combined yet)")
         self.prefix_reuse = prefix_reuse
+        self.answer_mode = answer_mode
         self.tokenizer = None
         self.template: PromptTemplate | None = None
         self.items: dict[str, list[Item]] = {}

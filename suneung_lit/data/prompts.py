@@ -5,7 +5,11 @@ text: the BOS token, the system and user texts separated by blank lines, and one
 closing cue ("정답:") so that the next token is the answer digit itself.
 
 A template is a folder holding ``user.txt`` (items without <보기>), ``user_plus.txt`` (items with it), and
-optionally ``system.txt`` and ``assistant_prefix.txt``. Placeholders use ``$name``: ``paragraph``, ``question``,
+optionally ``system.txt``, ``assistant_prefix.txt`` (the start of the assistant turn: the answer digit follows it,
+and generation continues from it) and ``answer_slot.txt`` (when scoring or training on the answer digit, the
+assistant turn up to the digit, in place of the prefix; ``$reasoning_json`` is the item's ``reasoning`` column as a
+JSON string, empty when the item has none: this is how rationale training puts the reasoning before the answer).
+Placeholders use ``$name``: ``paragraph``, ``question``,
 ``question_plus``, ``choices`` (numbered lines), ``num_choices``, ``option_list`` ("1, 2, 3, 4") and any
 metadata column (``support``). Bundled templates live in ``suneung_lit/data/templates/``; a path to a folder
 of the same layout works too.
@@ -13,6 +17,7 @@ of the same layout works too.
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,6 +48,14 @@ class PromptTemplate:
     user_plus: str
     system: str | None = None
     assistant_prefix: str = ""
+    answer_slot: str | None = None
+
+    def assistant_text(self, item: Item, for_generation: bool = False) -> str:
+        """What follows the chat generation prompt: up to the answer digit, or where generation starts."""
+        if for_generation or self.answer_slot is None:
+            return self.assistant_prefix
+        reasoning = json.dumps(item.metadata.get("reasoning", "").strip(), ensure_ascii=False)
+        return string.Template(self.answer_slot).substitute(reasoning_json=reasoning)
 
     @cached_property
     def metadata_fields(self) -> set[str]:
@@ -102,6 +115,7 @@ def load_template(name_or_path: str) -> PromptTemplate:
 
     user = read("user.txt") or ""
     prefix_path = folder / "assistant_prefix.txt"
+    slot_path = folder / "answer_slot.txt"
     return PromptTemplate(
         name=folder.name,
         user=user,
@@ -109,6 +123,7 @@ def load_template(name_or_path: str) -> PromptTemplate:
         system=read("system.txt"),
         # The prefix is kept verbatim: a trailing space decides how the answer digit is tokenized.
         assistant_prefix=prefix_path.read_text(encoding="utf-8") if prefix_path.is_file() else "",
+        answer_slot=slot_path.read_text(encoding="utf-8") if slot_path.is_file() else None,
     )
 
 
@@ -129,9 +144,13 @@ def resolve_chat_template(setting: str | None, tokenizer) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def render_prompt(item: Item, template: PromptTemplate, tokenizer) -> str:
-    """The full prompt text up to the answer position: chat template + generation prompt + prefix."""
-    text = tokenizer.apply_chat_template(
+def render_chat(item: Item, template: PromptTemplate, tokenizer) -> str:
+    """The chat turns rendered up to the start of the assistant turn (the generation prompt)."""
+    return tokenizer.apply_chat_template(
         template.messages(item), chat_template=chat_template_of(tokenizer), tokenize=False, add_generation_prompt=True
     )
-    return text + template.assistant_prefix
+
+
+def render_prompt(item: Item, template: PromptTemplate, tokenizer, for_generation: bool = False) -> str:
+    """The full prompt text up to the answer position (or, ``for_generation``, up to where generation starts)."""
+    return render_chat(item, template, tokenizer) + template.assistant_text(item, for_generation)

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import datasets
 
-from suneung_lit.data.prompts import PromptTemplate, render_prompt
+from suneung_lit.data.prompts import PromptTemplate, render_chat, render_prompt
 from suneung_lit.data.records import DataValidationError, Item, Problem
 
 IGNORE_INDEX = -100
-ENCODING_VERSION = "1"  # bump when the encoding logic changes, so stale caches are not reused
+ENCODING_VERSION = "2"  # bump when the encoding logic changes, so stale caches are not reused
 SHORTENED_MARKER = " …"
 # Rows per process below which a process pool costs more than it saves.
 MIN_ROWS_PER_PROCESS = 5000
@@ -63,18 +63,21 @@ def group_of(item: Item) -> str:
     return ""
 
 
-def _shorten(item: Item, ids: list[int], template: PromptTemplate, tokenizer, max_length: int) -> list[int]:
+def _shorten(
+    item: Item, ids: list[int], template: PromptTemplate, tokenizer, max_length: int, for_generation: bool = False
+) -> list[int]:
     """Prompt ids that fit ``max_length``, cutting the paragraph from its end; question and choices stay whole."""
     paragraph_ids = tokenizer.encode(item.paragraph, add_special_tokens=False)
     keep = len(paragraph_ids) - (len(ids) - max_length)
     while keep > 0:
         shorter = replace(item, paragraph=tokenizer.decode(paragraph_ids[:keep]) + SHORTENED_MARKER)
-        ids = tokenizer.encode(render_prompt(shorter, template, tokenizer), add_special_tokens=False)
+        ids = tokenizer.encode(render_prompt(shorter, template, tokenizer, for_generation), add_special_tokens=False)
         if len(ids) <= max_length:
             return ids
         # Token boundaries can shift after decoding; step down by the remaining overflow plus a margin.
         keep -= len(ids) - max_length + 4
-    ids = tokenizer.encode(render_prompt(replace(item, paragraph=""), template, tokenizer), add_special_tokens=False)
+    empty = replace(item, paragraph="")
+    ids = tokenizer.encode(render_prompt(empty, template, tokenizer, for_generation), add_special_tokens=False)
     if len(ids) <= max_length:
         return ids
     raise DataValidationError(
@@ -105,9 +108,11 @@ def _tokenizer_digest(tokenizer) -> bytes:
     return digest
 
 
-def _fingerprint(items: Sequence[Item], template: PromptTemplate, tokenizer, max_length: int) -> str:
+def _fingerprint(
+    items: Sequence[Item], template: PromptTemplate, tokenizer, max_length: int, for_generation: bool
+) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{ENCODING_VERSION}|{max_length}|{template!r}".encode())
+    digest.update(f"{ENCODING_VERSION}|{max_length}|{for_generation}|{template!r}".encode())
     digest.update(_tokenizer_digest(tokenizer))
     for item in items:
         record = [item.id, item.paragraph, item.question, item.choices, item.answer, item.question_plus]
@@ -128,26 +133,39 @@ def encode_items(
     max_choices: int,
     cache_dir: str | Path | None = None,
     num_proc: int | None = None,
+    for_generation: bool = False,
 ) -> datasets.Dataset:
-    """Tokenize items into a ``datasets.Dataset`` (cached on disk by content), in input order."""
+    """Tokenize items into a ``datasets.Dataset`` (cached on disk by content), in input order.
+
+    ``for_generation`` ends each prompt where generation starts (the template's assistant prefix) instead of at
+    the answer digit. ``reasoning_length`` counts the assistant-turn tokens before the digit of items that carry a
+    ``reasoning`` column (rationale training puts its loss on them); 0 otherwise.
+    """
     options = option_token_ids(tokenizer, max_choices)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = _fingerprint(items, template, tokenizer, max_length)
+    fingerprint = _fingerprint(items, template, tokenizer, max_length, for_generation)
     cached = cache_dir / fingerprint
     if (cached / "dataset_info.json").is_file():
         return datasets.load_from_disk(str(cached))
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         batch_items = [items[index] for index in batch["index"]]
-        prompts = [render_prompt(item, template, tokenizer) for item in batch_items]
-        full = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        chats = [render_chat(item, template, tokenizer) for item in batch_items]
+        assistant = [template.assistant_text(item, for_generation) for item in batch_items]
+        full = tokenizer([c + a for c, a in zip(chats, assistant, strict=True)], add_special_tokens=False)["input_ids"]
         fitted = [
-            ids if len(ids) <= max_length else _shorten(item, ids, template, tokenizer, max_length)
+            ids if len(ids) <= max_length else _shorten(item, ids, template, tokenizer, max_length, for_generation)
             for item, ids in zip(batch_items, full, strict=True)
+        ]
+        chat_lengths = [len(ids) for ids in tokenizer(chats, add_special_tokens=False)["input_ids"]]
+        reasoning = [
+            min(len(f) - 1, max(0, len(ids) - n)) if item.metadata.get("reasoning", "").strip() else 0
+            for item, ids, f, n in zip(batch_items, full, fitted, chat_lengths, strict=True)
         ]
         return {
             "input_ids": fitted,
+            "reasoning_length": reasoning,
             "length": [len(ids) for ids in fitted],
             "prompt_length": [len(ids) for ids in full],
             "shortened": [len(a) < len(b) for a, b in zip(fitted, full, strict=True)],
