@@ -56,7 +56,7 @@ def _strict_json(text: str, num_choices: int) -> int | None:
     return _valid(parsed.get("answer"), num_choices) if isinstance(parsed, dict) else None
 
 
-def _objects(text: str) -> list[str]:
+def json_objects(text: str) -> list[str]:
     """Balanced ``{...}`` spans, outermost first, ignoring braces inside double-quoted strings."""
     spans, depth, start, quoted, escaped = [], 0, None, False, False
     for index, char in enumerate(text):
@@ -81,7 +81,7 @@ def _objects(text: str) -> list[str]:
 def _lenient_json(text: str, num_choices: int) -> int | None:
     candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
     for candidate in candidates:
-        for span in _objects(candidate):
+        for span in json_objects(candidate):
             for variant in (span, re.sub(r",\s*([}\]])", r"\1", span.replace("'", '"'))):
                 found = _strict_json(variant, num_choices)
                 if found is not None:

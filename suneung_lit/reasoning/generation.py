@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from suneung_lit.reasoning.extraction import PATHS, extract_answer
+from suneung_lit.reasoning.extraction import PATHS, extract_answer, json_objects
 from suneung_lit.scoring import answer_logits, option_scores
 
 # Appended after a text that gave no parsable answer: the next token is then the answer digit.
@@ -29,22 +29,7 @@ class Generated:
 
 
 def _closes_json(text: str) -> bool:
-    depth, opened, quoted, escaped = 0, False, False, False
-    for char in text:
-        if quoted:
-            escaped = not escaped and char == "\\"
-            if char == '"' and not escaped:
-                quoted = False
-            continue
-        if char == '"':
-            quoted = True
-        elif char == "{":
-            depth, opened = depth + 1, True
-        elif char == "}" and depth:
-            depth -= 1
-            if opened and depth == 0:
-                return True
-    return False
+    return bool(json_objects(text))
 
 
 class _StopAtJson:

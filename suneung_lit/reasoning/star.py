@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from suneung_lit.data.records import DataValidationError, Item, Problem, load_items, write_items
-from suneung_lit.reasoning.extraction import _objects
+from suneung_lit.reasoning.extraction import json_objects
 
 MIN_REASONING_CHARS = 10
 
@@ -44,7 +44,7 @@ class StarReport:
 
 def reasoning_of(text: str) -> str:
     """The ``reasoning`` field of the generated JSON object, or the text before any JSON when there is none."""
-    for span in _objects(text):
+    for span in json_objects(text):
         try:
             value = json.loads(span).get("reasoning")
         except (ValueError, AttributeError):
