@@ -274,12 +274,12 @@ def main() -> None:
     sets = {"competition split": heldout, **extra}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        zero_shot = {}
+        zero_shot, zero_shot_rates = {}, {}
         if not args.skip_zero_shot:
             for name, items in sets.items():
-                zero_shot[name] = report(
-                    f"zero-shot, {name}", score(args, module, items, work, f"zs-{len(zero_shot)}"), args
-                )
+                scored = score(args, module, items, work, f"zs-{len(zero_shot)}")
+                zero_shot[name] = report(f"zero-shot, {name}", scored, args)
+                zero_shot_rates[name] = scored.tokens / scored.seconds
         write_items(train, work / "train.csv")
         write_items(heldout, work / "val.csv")
         started = time.perf_counter()
@@ -306,7 +306,10 @@ def main() -> None:
             scored = score(args, module, items, work, f"ft-{index}")
             tuned[name] = report(f"fine-tuned, {name}", scored, args)
             eval_rate = scored.tokens / scored.seconds
-            for phase, values in (("zero-shot", zero_shot.get(name)), ("fine-tuned", tuned[name])):
+            for phase, values, rate in (
+                ("zero-shot", zero_shot.get(name), zero_shot_rates.get(name)),
+                ("fine-tuned", tuned[name], eval_rate),
+            ):
                 if values is None:
                     continue
                 constant_key = next(k for k in values if k.startswith("constant natural"))
@@ -338,7 +341,7 @@ def main() -> None:
                         f"{values[constant_key].value:.3f} / {values['constant balanced'].value:.3f}",
                         f"[{values['none balanced'].low:.3f}, {values['none balanced'].high:.3f}]",
                         f"{len(train)} x {args.epochs}",
-                        f"{train_tokens / train_seconds:.0f} / {eval_rate:.0f}",
+                        f"{train_tokens / train_seconds:.0f} / {rate:.0f}",
                     ],
                 )
     main_set = tuned["competition split"]
