@@ -196,22 +196,22 @@ def convert_gguf(gguf_path: Path, output_dir: Path, dtype: str = "bfloat16") -> 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf_path.parent), gguf_path.name
+    torch_dtype = getattr(torch, dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch_dtype).eval()
     config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
     config.dtype = dtype
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(loaded.state_dict(), assign=True, strict=True)
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
     plain.tie_weights()
-    plain.to(getattr(torch, dtype)).eval()
     plain.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
-    check_reload(plain, output_dir, tokenizer)
+    check_reload(loaded, output_dir, tokenizer)
 
 
 def check_reload(model, output_dir: Path, tokenizer) -> None:
-    """The saved folder must reload to a model with exactly the converted model's outputs."""
+    """The saved folder must reload to a model with exactly the outputs of the model transformers read from the
+    GGUF (both in the saved dtype)."""
     import torch
     from transformers import AutoModelForCausalLM
 
