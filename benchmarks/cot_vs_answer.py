@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
-    threads = set_threads()
+    set_threads()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -101,7 +101,8 @@ def main() -> None:
         )
     (a, ra, _), (c, rc, _) = results["logits"], results["generate"]
     print(
-        f"cot_vs_answer answer_only={a.value:.4f} cot={c.value:.4f} constant={constant.value:.4f} slowdown={ra / rc:.1f}"
+        f"cot_vs_answer answer_only={a.value:.4f} cot={c.value:.4f} constant={constant.value:.4f} "
+        f"slowdown={ra / rc:.1f}"
     )
 
 
