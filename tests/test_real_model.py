@@ -103,21 +103,38 @@ def val_metrics(output: str) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(r"(val/(?:acc|loss))\s*│\s*([0-9.]+)", output)}
 
 
-@pytest.mark.parametrize("quantization", ["none", "nf4"])
-def test_short_cli_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path, quantization):
+def write_work(work: Path) -> list[Item]:
     # Synthetic items state the answer number in the paragraph: a real LM can learn to read it in a few steps.
-    write_items(make_items(32, seed=21, prefix="train"), tmp_path / "train.csv")
-    write_items(make_items(20, seed=22, prefix="val"), tmp_path / "val.csv", "flat")
+    write_items(make_items(32, seed=21, prefix="train"), work / "train.csv")
+    write_items(make_items(20, seed=22, prefix="val"), work / "val.csv", "flat")
     competition = load_items(COMPETITION_DATA / "test.csv")[:4]
-    write_items(competition, tmp_path / "predict.csv")
-    args = gemma_args(gemma_dir, tmp_path, quantization)
+    write_items(competition, work / "predict.csv")
+    return competition
+
+
+def assert_predicts_every_id(work: Path, items: list[Item]) -> None:
+    with open(work / "predictions" / "predictions.csv", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["id"] for row in rows] == [item.id for item in items]
+    assert all(1 <= int(row["answer"]) <= item.num_choices for row, item in zip(rows, items, strict=True))
+
+
+def test_short_cli_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path):
+    competition = write_work(tmp_path)
+    args = gemma_args(gemma_dir, tmp_path, "none")
     before = val_metrics(run_cli("validate", *args, cwd=tmp_path))
     run_cli("fit", *args, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", cwd=tmp_path)
     checkpoint = ["--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")]
     after = val_metrics(run_cli("validate", *args, *checkpoint, cwd=tmp_path))
     assert after["val/loss"] < before["val/loss"] - 0.1, (before, after)
     run_cli("predict", *args, *checkpoint, cwd=tmp_path)
-    with open(tmp_path / "predictions" / "predictions.csv", encoding="utf-8") as file:
-        rows = list(csv.DictReader(file))
-    assert [row["id"] for row in rows] == [item.id for item in competition]
-    assert all(1 <= int(row["answer"]) <= item.num_choices for row, item in zip(rows, competition, strict=True))
+    assert_predicts_every_id(tmp_path, competition)
+
+
+def test_4bit_gemma_fits_and_predicts_through_the_cli(gemma_dir, tmp_path):
+    competition = write_work(tmp_path)
+    args = gemma_args(gemma_dir, tmp_path, "nf4")
+    output = run_cli("fit", *args, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", cwd=tmp_path)
+    assert "max_steps=2` reached" in output
+    run_cli("predict", *args, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"), cwd=tmp_path)
+    assert_predicts_every_id(tmp_path, competition)
