@@ -96,6 +96,9 @@ def gemma_args(gemma_dir: Path, work: Path, quantization: str) -> list[str]:
         str(work / "predict.csv"),
         "--data.max_length",
         "256",
+        # The synthetic paragraphs name the answer's number, so shifting the choices would make them wrong.
+        "--data.balance_train",
+        "false",
     ]
 
 

@@ -54,7 +54,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         split_seed: seed of that split.
         balance_train: train on answer-balanced cyclic shifts of the items' choices, drawn anew each epoch, so that
             every answer position is equally common and the answer prior cannot be learned (the competition train
-            set is 46.7% "1"). Every shift is tokenized once; an epoch still sees each item once.
+            set is 46.7% "1"). Every shift is tokenized once; an epoch still sees each item once. Not for data whose
+            text names choice numbers ("정답은 3번", "①과 ②"): shifting the choices would make that text wrong.
         train_batch_size: items per training batch (per device).
         eval_batch_size: items per validation/test/predict batch (per device).
         eval_tokens_per_batch: a padded-token budget (rows x longest row) per validation/test/predict batch,
