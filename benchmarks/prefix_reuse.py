@@ -100,7 +100,7 @@ def main() -> None:
     print(f"plain {plain_seconds:.1f} s, prefix reuse {reuse_seconds:.1f} s; max |p difference| {difference:.2e}")
     append_result(
         "prefix reuse",
-        ["model", "rows", "grouped rows", "tokens saved", "plain s", "reuse s", "speedup", "max |dp|", "predictions"],
+        ["model", "rows", "grouped rows", "tokens saved", "plain s", "reuse s", "speedup", "max abs dp", "predictions"],
         [
             f"{model_name} {args.quantization}",
             len(items),
