@@ -87,6 +87,8 @@ def data_module(args, work: Path, **paths: str) -> MultipleChoiceDataModule:
         train_batch_size=args.train_batch_size,
         eval_batch_size=args.eval_batch_size,
         cache_dir=str(work / "cache"),
+        # The same on-the-fly answer balancing as `fit` with data.balance_train (new positions every epoch).
+        balance_train=args.balance_train,
         **paths,
     )
 
@@ -245,16 +247,12 @@ def main() -> None:
     L.seed_everything(args.seed, verbose=False)
     from transformers import AutoTokenizer
 
-    from suneung_lit.data.augmenting import balance_answers
-
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     train, heldout = competition_split(args, tokenizer)
     extra = {
         Path(f).name: short_items(load_items(f), tokenizer, args.template, args.max_tokens, args.max_heldout)
         for f in args.heldout
     }
-    if args.balance_train:
-        train = balance_answers(train, seed=args.seed)
     print(
         f"{args.model}: train {len(train)} items (balanced={args.balance_train}), held-out {len(heldout)} "
         f"competition items + {', '.join(f'{k}: {len(v)}' for k, v in extra.items()) or 'no extra files'}; "
