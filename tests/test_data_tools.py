@@ -244,11 +244,11 @@ def test_balanced_shift_rows_make_positions_uniform_even_when_every_answer_is_on
     # 8 four-choice items, every answer "1": rows hold each item's 4 cyclic shifts (answer at shift).
     item_index = [i for i in range(8) for _ in range(4)]
     shift = [s for _ in range(8) for s in range(4)]
-    rows = balanced_shift_rows(item_index, shift, shift, [4] * 32, seed=0)
+    rows = balanced_shift_rows(item_index, shift, [4] * 32, seed=0)
     assert [item_index[r] for r in rows] == list(range(8))
     assert Counter(shift[r] for r in rows) == {0: 2, 1: 2, 2: 2, 3: 2}
-    assert balanced_shift_rows(item_index, shift, shift, [4] * 32, seed=0) == rows
-    assert balanced_shift_rows(item_index, shift, shift, [4] * 32, seed=1) != rows
+    assert balanced_shift_rows(item_index, shift, [4] * 32, seed=0) == rows
+    assert balanced_shift_rows(item_index, shift, [4] * 32, seed=1) != rows
 
 
 def test_balanced_training_serves_each_item_once_per_epoch_with_uniform_answers(tmp_path, tiny_model_dir):

@@ -62,7 +62,7 @@ def balance_answers(items: Sequence[Item], seed: int = 0) -> list[Item]:
 
 
 def balanced_shift_rows(
-    item_index: Sequence[int], shift: Sequence[int], answer: Sequence[int], num_choices: Sequence[int], seed: int
+    item_index: Sequence[int], answer: Sequence[int], num_choices: Sequence[int], seed: int
 ) -> list[int]:
     """One row per item, picking among its cyclic-shift rows so that answer positions are uniform.
 

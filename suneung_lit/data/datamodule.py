@@ -337,7 +337,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
 
     @staticmethod
     def _balanced_rows(dataset: datasets.Dataset):
-        columns = [dataset[name] for name in ("item_index", "shift", "answer", "num_choices")]
+        columns = [dataset[name] for name in ("item_index", "answer", "num_choices")]
         return partial(balanced_shift_rows, *columns)
 
     def val_dataloader(self) -> DataLoader:

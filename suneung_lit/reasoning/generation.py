@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from suneung_lit.reasoning.extraction import PATHS, extract_answer, json_objects
+from suneung_lit.reasoning.extraction import extract_answer, json_objects
 from suneung_lit.scoring import answer_logits, option_scores
 
 # Appended after a text that gave no parsable answer: the next token is then the answer digit.
@@ -24,7 +24,7 @@ FALLBACK_CUE = "\n정답: "
 class Generated:
     text: str  # the assistant prefix plus the generated text
     answer: int  # 1-based
-    path: str  # which extraction step found it (see PATHS)
+    path: str  # which extraction step found it (see extraction.PATHS)
     probabilities: list[float]  # one-hot for a parsed answer; scored option probabilities for the fallback
 
 
@@ -108,7 +108,3 @@ def _score_after_text(
     logits = answer_logits(model, ids, mask)
     scores = option_scores(logits, option_ids, num_choices[rows]).softmax(-1)
     return {row: scores[i].tolist() for i, row in enumerate(rows)}
-
-
-def count_paths(generated: list[Generated]) -> dict[str, int]:
-    return {path: sum(g.path == path for g in generated) for path in PATHS}
