@@ -158,10 +158,14 @@ def encode_items(
             ids if len(ids) <= max_length else _shorten(item, ids, template, tokenizer, max_length, for_generation)
             for item, ids in zip(batch_items, full, strict=True)
         ]
-        chat_lengths = [len(ids) for ids in tokenizer(chats, add_special_tokens=False)["input_ids"]]
+        # Only items with a reasoning column need the chat part's length; most data has none, so the chat prompts
+        # are not tokenized a second time for them.
+        reasoned = [i for i, item in enumerate(batch_items) if item.metadata.get("reasoning", "").strip()]
+        chat_ids = tokenizer([chats[i] for i in reasoned], add_special_tokens=False)["input_ids"] if reasoned else []
+        chat_lengths = dict(zip(reasoned, map(len, chat_ids), strict=True))
         reasoning = [
-            min(len(f) - 1, max(0, len(ids) - n)) if item.metadata.get("reasoning", "").strip() else 0
-            for item, ids, f, n in zip(batch_items, full, fitted, chat_lengths, strict=True)
+            min(len(fitted[i]) - 1, max(0, len(full[i]) - chat_lengths[i])) if i in chat_lengths else 0
+            for i in range(len(batch_items))
         ]
         return {
             "input_ids": fitted,
