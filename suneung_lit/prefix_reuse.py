@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from suneung_lit.data.batching import left_pad
+
 # Shorter shared prefixes are not worth a separate forward pass.
 MIN_SHARED_TOKENS = 64
 
@@ -79,12 +81,8 @@ def shared_prefix_answer_logits(
             logits.append(_suffix_logits(model, copy.deepcopy(cache), suffix[None], prefix_length))
         return torch.cat(logits)
     cache.batch_repeat_interleave(len(suffixes))
-    width = max(len(s) for s in suffixes)
-    ids = input_ids.new_zeros(len(suffixes), width)
-    mask = attention_mask.new_zeros(len(suffixes), width)
-    for i, suffix in enumerate(suffixes):
-        ids[i, width - len(suffix) :] = suffix
-        mask[i, width - len(suffix) :] = 1
+    # The pad id is never attended to; 0 exists in every vocabulary.
+    ids, mask = left_pad(suffixes, 0, input_ids.device)
     return _suffix_logits(model, cache, ids, prefix_length, mask)
 
 

@@ -9,6 +9,20 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 
+def left_pad(
+    sequences: Sequence[Sequence[int] | torch.Tensor], pad_token_id: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows padded on the left to one width, and their attention mask: the last position of every row
+    is its last real token."""
+    width = max(len(sequence) for sequence in sequences)
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long, device=device)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long, device=device)
+    for i, sequence in enumerate(sequences):
+        input_ids[i, width - len(sequence) :] = torch.as_tensor(sequence, dtype=torch.long, device=device)
+        attention_mask[i, width - len(sequence) :] = 1
+    return input_ids, attention_mask
+
+
 class LeftPadCollator:
     """Pads on the left, so the last position of every row is the answer position."""
 
@@ -17,13 +31,7 @@ class LeftPadCollator:
         self.group_index = {name: i for i, name in enumerate(groups)}
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        width = max(len(row["input_ids"]) for row in rows)
-        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids = row["input_ids"]
-            input_ids[i, width - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
-            attention_mask[i, width - len(ids) :] = 1
+        input_ids, attention_mask = left_pad([row["input_ids"] for row in rows], self.pad_token_id)
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,

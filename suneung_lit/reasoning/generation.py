@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from suneung_lit.data.batching import left_pad
 from suneung_lit.reasoning.extraction import extract_answer, json_objects
 from suneung_lit.scoring import answer_logits, option_scores
 
@@ -99,12 +100,7 @@ def _score_after_text(
         prompt = input_ids[row, attention_mask[row].bool()].tolist()
         text = [t for t in continuations[row].tolist() if t not in special]
         sequences.append(prompt + text + cue)
-    width = max(len(s) for s in sequences)
-    ids = input_ids.new_full((len(rows), width), tokenizer.pad_token_id)
-    mask = attention_mask.new_zeros((len(rows), width))
-    for i, sequence in enumerate(sequences):
-        ids[i, width - len(sequence) :] = torch.tensor(sequence)
-        mask[i, width - len(sequence) :] = 1
+    ids, mask = left_pad(sequences, tokenizer.pad_token_id, input_ids.device)
     logits = answer_logits(model, ids, mask)
     scores = option_scores(logits, option_ids, num_choices[rows]).softmax(-1)
     return {row: scores[i].tolist() for i, row in enumerate(rows)}
