@@ -17,8 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from suneung_lit.atomic_write import write_atomically
-from suneung_lit.writer import csv_text
+from suneung_lit.writer import write_prediction_files
 
 
 class EnsembleInputError(ValueError):
@@ -96,20 +95,19 @@ def average(runs: Sequence[RunProbabilities], weights: Sequence[float] | None = 
 
 def write_ensemble(runs: Sequence[RunProbabilities], averaged: dict[str, list[float]], output_dir: Path) -> None:
     answers = runs[0].answers if all(run.answers == runs[0].answers for run in runs) else {}
-    predictions = {item_id: max(range(len(p)), key=p.__getitem__) + 1 for item_id, p in averaged.items()}
-    width = max(len(p) for p in averaged.values())
-    header = ["id"] + [f"p{n}" for n in range(1, width + 1)] + ["prediction"] + (["answer"] if answers else [])
-    table = [
-        [item_id, *[f"{v:.6f}" for v in p], *[""] * (width - len(p)), predictions[item_id]]
-        + ([answers.get(item_id, "")] if answers else [])
+    rows = [
+        {
+            "id": item_id,
+            "probabilities": p,
+            "num_choices": len(p),
+            "prediction": max(range(len(p)), key=p.__getitem__) + 1,
+            "answer": answers.get(item_id, 0),
+        }
         for item_id, p in averaged.items()
     ]
-    write_atomically(
-        output_dir / "predictions.csv", csv_text(["id", "answer"], [[i, predictions[i]] for i in averaged])
-    )
-    write_atomically(output_dir / "probabilities.csv", csv_text(header, table))
+    write_prediction_files(output_dir, rows)
     if answers:
-        correct = sum(predictions[i] == a for i, a in answers.items())
+        correct = sum(row["prediction"] == row["answer"] for row in rows if row["answer"])
         print(f"ensemble accuracy on {len(answers)} labelled items: {correct / len(answers):.4f}")
 
 

@@ -55,6 +55,29 @@ def merge_predictions(outputs: Sequence[dict[str, Any]], expected_ids: Sequence[
     return ordered
 
 
+def write_prediction_files(output_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``predictions.csv`` (``id,answer``, the submission) and ``probabilities.csv`` (``id, p1..pN, prediction``
+    and ``answer`` when any row has one), each written atomically.
+
+    Each row holds ``id``, ``probabilities`` (at least ``num_choices`` values), ``num_choices``, ``prediction``
+    and ``answer`` (0 when unknown).
+    """
+    width = max(row["num_choices"] for row in rows)
+    has_answers = any(row["answer"] > 0 for row in rows)
+    write_atomically(
+        output_dir / "predictions.csv", csv_text(["id", "answer"], [[r["id"], r["prediction"]] for r in rows])
+    )
+    header = ["id"] + [f"p{n}" for n in range(1, width + 1)] + ["prediction"] + (["answer"] if has_answers else [])
+    table = []
+    for row in rows:
+        probabilities = [f"{p:.6f}" if n < row["num_choices"] else "" for n, p in enumerate(row["probabilities"])]
+        probabilities += [""] * (width - len(probabilities))
+        table.append(
+            [row["id"], *probabilities[:width], row["prediction"]] + ([row["answer"] or ""] if has_answers else [])
+        )
+    write_atomically(output_dir / "probabilities.csv", csv_text(header, table))
+
+
 class PredictionCSVWriter(BasePredictionWriter):
     """Writes ``predictions.csv`` (``id,answer``, the submission format) and ``probabilities.csv``.
 
@@ -82,20 +105,7 @@ class PredictionCSVWriter(BasePredictionWriter):
             return
         expected = trainer.datamodule.item_ids("predict")
         rows = merge_predictions(outputs, expected)
-        width = max(row["num_choices"] for row in rows)
-        has_answers = any(row["answer"] > 0 for row in rows)
-        write_atomically(
-            self.output_dir / "predictions.csv",
-            csv_text(["id", "answer"], [[row["id"], row["prediction"]] for row in rows]),
-        )
-        header = ["id"] + [f"p{n}" for n in range(1, width + 1)] + ["prediction"] + (["answer"] if has_answers else [])
-        table = []
-        for row in rows:
-            probabilities = [f"{p:.6f}" if n < row["num_choices"] else "" for n, p in enumerate(row["probabilities"])]
-            table.append(
-                [row["id"], *probabilities[:width], row["prediction"]] + ([row["answer"] or ""] if has_answers else [])
-            )
-        write_atomically(self.output_dir / "probabilities.csv", csv_text(header, table))
+        write_prediction_files(self.output_dir, rows)
         if any(row["text"] is not None for row in rows):
             lines = [
                 json.dumps(
@@ -105,8 +115,8 @@ class PredictionCSVWriter(BasePredictionWriter):
             ]
             write_atomically(self.output_dir / "reasoning.jsonl", "\n".join(lines) + "\n")
             print(f"wrote the generated texts to {self.output_dir / 'reasoning.jsonl'}")
-        if has_answers:
-            scored = [row for row in rows if row["answer"] > 0]
+        scored = [row for row in rows if row["answer"] > 0]
+        if scored:
             accuracy = sum(row["prediction"] == row["answer"] for row in scored) / len(scored)
             print(f"predict accuracy on {len(scored)} labelled items: {accuracy:.4f}")
         print(f"wrote {len(rows)} predictions to {self.output_dir / 'predictions.csv'}")
