@@ -26,6 +26,7 @@ from common import COMPETITION, PRESETS, append_result, model_dir, preset_lora_m
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
+from suneung_lit.prefix_reuse import tokens_not_recomputed  # noqa: E402
 
 
 def main() -> None:
@@ -87,9 +88,7 @@ def main() -> None:
     tolerance = 1e-2 if gpu else 1e-4
     verdict = "identical" if same_answers and difference <= tolerance else "differ"
     grouped = sum(g >= 0 for g in groups)
-    saved = sum(shared[r] for r in range(len(groups)) if groups[r] >= 0) - sum(
-        shared[next(r for r in range(len(groups)) if groups[r] == g)] for g in set(groups) - {-1}
-    )
+    saved = tokens_not_recomputed(groups, shared)
     speedup = plain_seconds / reuse_seconds
     model_name = args.preset or (Path(args.model).name if args.model else f"h{args.hidden} l{args.layers}")
     group_count = len(set(groups) - {-1})

@@ -59,6 +59,17 @@ def prefix_groups(
     return group, shared
 
 
+def tokens_not_recomputed(group: Sequence[int], shared: Sequence[int]) -> int:
+    """Prompt tokens prefix reuse saves: each group's shared prefix runs once instead of once per row."""
+    rows = {g: 0 for g in group if g >= 0}
+    length = {}
+    for g, n in zip(group, shared, strict=True):
+        if g >= 0:
+            rows[g] += 1
+            length[g] = n
+    return sum((rows[g] - 1) * length[g] for g in rows)
+
+
 def has_sliding_window(model: torch.nn.Module) -> bool:
     config = model.config
     layer_types = getattr(config, "layer_types", None) or []

@@ -11,7 +11,7 @@ import torch
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import load_items, write_items
 from suneung_lit.module import QLoRAMultipleChoice
-from suneung_lit.prefix_reuse import common_prefix_length, prefix_groups
+from suneung_lit.prefix_reuse import common_prefix_length, prefix_groups, tokens_not_recomputed
 
 from .conftest import COMPETITION_DATA
 
@@ -28,6 +28,10 @@ def test_groups_need_the_same_key_and_enough_shared_tokens():
     assert group == [0, 0, -1, -1] and shared == [80, 80, 0, 0]
     group, _ = prefix_groups(ids, ["a", "b", "a", "c"], min_shared=64)  # only 10 tokens shared
     assert group == [-1, -1, -1, -1]
+
+
+def test_each_group_saves_its_prefix_once_per_row_beyond_the_first():
+    assert tokens_not_recomputed([0, 0, 0, -1, 1, 1], [80, 80, 80, 0, 30, 30]) == 2 * 80 + 30
 
 
 def sharing_items(count_groups: int, singles: int):

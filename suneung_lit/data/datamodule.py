@@ -27,7 +27,7 @@ from suneung_lit.data.records import (
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
 from suneung_lit.debias import DebiasChoice, scored_copies
-from suneung_lit.prefix_reuse import prefix_groups
+from suneung_lit.prefix_reuse import prefix_groups, tokens_not_recomputed
 
 
 class MultipleChoiceDataModule(L.LightningDataModule):
@@ -254,9 +254,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             if split == "predict" and self.prefix_reuse:
                 group, shared = prefix_groups(encoded["input_ids"], [copy.item.paragraph for copy in copies])
                 encoded = encoded.add_column("prefix_group", group).add_column("prefix_length", shared)
+                saved = tokens_not_recomputed(group, shared)
                 rank_zero_info(
                     f"prefix reuse: {sum(g >= 0 for g in group)} of {len(group)} items in {len(set(group) - {-1})} "
-                    f"groups share a prompt prefix ({sum(shared)} prefix tokens computed once per group)"
+                    f"groups share a prompt prefix ({saved} prompt tokens not recomputed)"
                 )
             self.encoded[split] = encoded
             stats = encoding_stats(self.encoded[split])
