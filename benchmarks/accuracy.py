@@ -33,11 +33,10 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, ROOT, append_result, set_threads  # noqa: E402
+from common import COMPETITION, ROOT, append_result, fitting_items, prompt_token_counts, set_threads  # noqa: E402
 
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
-from suneung_lit.data.prompts import load_template, render_prompt  # noqa: E402
 from suneung_lit.data.records import Item, load_items, write_items  # noqa: E402
 from suneung_lit.data.splitting import grouped_split  # noqa: E402
 from suneung_lit.data.tokenization import group_of  # noqa: E402
@@ -66,17 +65,6 @@ class Scored:
     copies: dict[str, dict[int, torch.Tensor]]
     tokens: int
     seconds: float
-
-
-def prompt_lengths(items: list[Item], tokenizer, template: str) -> list[int]:
-    loaded = load_template(template)
-    prompts = [render_prompt(item, loaded, tokenizer) for item in items]
-    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-
-
-def short_items(items: list[Item], tokenizer, template: str, max_tokens: int, limit: int | None) -> list[Item]:
-    kept = [i for i, n in zip(items, prompt_lengths(items, tokenizer, template), strict=True) if n <= max_tokens]
-    return kept[:limit] if limit else kept
 
 
 def data_module(args, work: Path, **paths: str) -> MultipleChoiceDataModule:
@@ -208,8 +196,8 @@ def report(title: str, scored: Scored, args) -> dict[str, Accuracy]:
 def competition_split(args, tokenizer) -> tuple[list[Item], list[Item]]:
     items, _ = clean(load_items(Path(args.data_dir) / "train.csv"))
     train, heldout = grouped_split(items, args.val_fraction, args.split_seed)
-    train = short_items(train, tokenizer, args.template, args.max_tokens, args.max_train)
-    heldout = short_items(heldout, tokenizer, args.template, args.max_tokens, args.max_heldout)
+    train = fitting_items(train, tokenizer, args.max_tokens, args.template, args.max_train)
+    heldout = fitting_items(heldout, tokenizer, args.max_tokens, args.template, args.max_heldout)
     return train, heldout
 
 
@@ -250,7 +238,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     train, heldout = competition_split(args, tokenizer)
     extra = {
-        Path(f).name: short_items(load_items(f), tokenizer, args.template, args.max_tokens, args.max_heldout)
+        Path(f).name: fitting_items(load_items(f), tokenizer, args.max_tokens, args.template, args.max_heldout)
         for f in args.heldout
     }
     print(
@@ -286,15 +274,7 @@ def main() -> None:
             datamodule=data_module(args, work, train_path=str(work / "train.csv"), val_path=str(work / "val.csv")),
         )
         train_seconds = time.perf_counter() - started
-        train_tokens = (
-            sum(
-                len(ids)
-                for ids in tokenizer(
-                    [render_prompt(i, load_template(args.template), tokenizer) for i in train], add_special_tokens=False
-                )["input_ids"]
-            )
-            * args.epochs
-        )
+        train_tokens = sum(prompt_token_counts(train, tokenizer, args.template)) * args.epochs
         print(
             f"\nfine-tuned {len(train)} items x {args.epochs} epoch(s) in {train_seconds:.0f} s, "
             f"{train_tokens / train_seconds:.0f} tokens/s"

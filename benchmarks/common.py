@@ -38,6 +38,21 @@ def model_dir(hidden: int, layers: int, cache: Path = ROOT / "artifacts") -> Pat
     return path
 
 
+def prompt_token_counts(items, tokenizer, template: str = "base") -> list[int]:
+    """Each item's prompt length in tokens, counted as the data module encodes it (no extra special tokens)."""
+    from suneung_lit.data.prompts import load_template, render_prompt
+
+    loaded = load_template(template)
+    prompts = [render_prompt(item, loaded, tokenizer) for item in items]
+    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
+
+def fitting_items(items, tokenizer, max_tokens: int, template: str = "base", limit: int | None = None) -> list:
+    """The items whose prompts fit ``max_tokens`` (so no side of a comparison shortens any), the first ``limit``."""
+    kept = [i for i, n in zip(items, prompt_token_counts(items, tokenizer, template), strict=True) if n <= max_tokens]
+    return kept[:limit] if limit else kept
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)

@@ -20,11 +20,10 @@ from pathlib import Path
 import lightning as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, ROOT, append_result, set_threads  # noqa: E402
+from common import COMPETITION, ROOT, append_result, fitting_items, set_threads  # noqa: E402
 
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
-from suneung_lit.data.prompts import load_template, render_prompt  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.data.splitting import grouped_split  # noqa: E402
 from suneung_lit.evaluation import accuracy, best_constant  # noqa: E402
@@ -47,9 +46,7 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     items, _ = clean(load_items(args.data_dir / "train.csv"))
     _, heldout = grouped_split(items, 0.15, 42)  # the accuracy harness's split
-    base = load_template("base")
-    heldout = [i for i in heldout if len(tokenizer.encode(render_prompt(i, base, tokenizer))) <= args.max_tokens]
-    heldout = heldout[: args.items]
+    heldout = fitting_items(heldout, tokenizer, args.max_tokens, limit=args.items)
     gold = [item.answer for item in heldout]
     _, constant = best_constant(gold, [item.num_choices for item in heldout])
     results = {}

@@ -20,10 +20,9 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, ROOT, append_result, set_threads  # noqa: E402
+from common import COMPETITION, ROOT, append_result, fitting_items, set_threads  # noqa: E402
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
-from suneung_lit.data.prompts import load_template, render_prompt  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
@@ -41,13 +40,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    template = load_template("base")
-    items = [
-        i
-        for i in load_items(args.data)
-        if len(tokenizer.encode(render_prompt(i, template, tokenizer))) <= args.max_length
-    ]
-    items = items[: args.rows]
+    items = fitting_items(load_items(args.data), tokenizer, args.max_length, limit=args.rows)
     dtype = "float32" if not torch.cuda.is_available() else "bfloat16"
     module = QLoRAMultipleChoice(args.model, quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     results = {}

@@ -22,7 +22,15 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PRESETS, add_data_dir_argument, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    PRESETS,
+    add_data_dir_argument,
+    append_result,
+    fitting_items,
+    model_dir,
+    preset_lora_model,
+    set_threads,
+)
 
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
@@ -78,8 +86,7 @@ def main() -> None:
         template = load_template("base")
         items, _ = clean(load_items(args.data_dir / "test.csv"), allow_drops=False)
         # Only rows that fit, so both sides see exactly the same text.
-        fitting = [i for i in items if len(tokenizer.encode(render_prompt(i, template, tokenizer))) <= args.max_length]
-        subset = fitting[: args.rows]
+        subset = fitting_items(items, tokenizer, args.max_length, limit=args.rows)
         write_items(subset, scratch / "subset.csv")
 
         def trainer() -> L.Trainer:
