@@ -6,7 +6,9 @@ import pytest
 
 from suneung_lit.data.cleaning import (
     clean,
+    describe_corrections,
     drop_duplicates,
+    load_corrections,
     move_bogi_to_question_plus,
     normalize_whitespace,
     remove_bylines,
@@ -96,6 +98,21 @@ def test_correction_for_unknown_id_is_an_error(tmp_path):
     corrections.write_text("id,action,value\nzzz,drop,\n", encoding="utf-8")
     with pytest.raises(DataValidationError, match="zzz"):
         clean([item("a")], steps=[], corrections_path=corrections)
+
+
+def test_two_corrections_for_one_id_are_refused_with_the_row(tmp_path):
+    corrections = tmp_path / "fix.csv"
+    corrections.write_text("id,action,value\na,answer,2\na,drop,\n", encoding="utf-8")
+    with pytest.raises(DataValidationError, match=r"fix\.csv, row 2, id 'a', column 'id': a second correction"):
+        clean([item("a")], steps=[], corrections_path=corrections)
+
+
+def test_corrections_keep_their_reason_and_source_for_reports(tmp_path):
+    corrections = tmp_path / "fix.csv"
+    corrections.write_text("id,action,value,reason,source\na,answer,2,key says 2,review\n", encoding="utf-8")
+    [fix] = load_corrections(corrections)
+    assert (fix.reason, fix.source) == ("key says 2", "review")
+    assert describe_corrections([item("a")], [fix]) == ["a answer 1 -> 2: key says 2"]
 
 
 def test_unknown_step_name_is_rejected():

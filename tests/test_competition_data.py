@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from suneung_lit.data.cleaning import clean
+from suneung_lit.data.cleaning import clean, load_corrections
 from suneung_lit.data.prompts import load_template
 from suneung_lit.data.records import Item, load_items, write_items
 from suneung_lit.data.tokenization import encode_items, encoding_stats
@@ -31,6 +31,40 @@ def test_every_competition_row_loads_cleans_and_tokenizes(tokenizer, tmp_path, n
     stats = encoding_stats(dataset)
     over_limit = [i for i, full in zip(dataset["id"], stats.prompt_lengths, strict=True) if full > 1024]
     assert over_limit and list(stats.shortened_ids) == over_limit  # shortened exactly when too long, none lost
+
+
+REVIEWED_CORRECTIONS = REPO / "data" / "corrections" / "generationfornlp_train.csv"
+
+
+def test_the_reviewed_corrections_apply_to_the_real_train_set_after_the_configured_cleaning():
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "qwen32b.yaml").read_text(encoding="utf-8"))["data"]
+    assert config["corrections_path"] == str(REVIEWED_CORRECTIONS.relative_to(REPO))
+    items = load_items(COMPETITION_DATA / "train.csv")
+    cleaned, report = clean(items, config["cleaning"], REVIEWED_CORRECTIONS)
+    by_id = {i.id: i for i in cleaned}
+    fixes = load_corrections(REVIEWED_CORRECTIONS)
+    assert all(fix.reason and fix.source for fix in fixes)  # every fix says why and on whose word
+    for fix in fixes:
+        if fix.action == "drop":
+            assert fix.id not in by_id
+        else:
+            assert by_id[fix.id].answer == int(fix.value)
+    dropped_by_corrections = [r for r in report.steps if r.name == "corrections" and r.dropped][0]
+    assert sorted(dropped_by_corrections.ids) == sorted(f.id for f in fixes if f.action == "drop")
+
+
+def test_check_reports_each_correction_it_would_apply():
+    result = subprocess.run(
+        [sys.executable, "-m", "suneung_lit.data", "check", str(COMPETITION_DATA / "train.csv"),
+         "--corrections", str(REVIEWED_CORRECTIONS)],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "corrections (" in result.stdout and " 13 apply" in result.stdout
+    assert "generation-for-nlp-434 answer 1 -> 4: (가) is 순종" in result.stdout
+    assert "generation-for-nlp-466 dropped: A timeline figure" in result.stdout
 
 
 def test_check_command_summarises_the_train_file(tiny_model_dir):

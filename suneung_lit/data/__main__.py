@@ -74,6 +74,8 @@ def check(args: argparse.Namespace) -> int:
             continue
         try:
             print(summarize(path, items, tokenizer, args.template, args.max_length, args.max_choices))
+            if args.corrections:
+                print("\n".join(correction_lines(items, args.corrections)))
             elsewhere = answers_elsewhere(items) if not args.answer_column else None
             if elsewhere:
                 print(
@@ -83,6 +85,21 @@ def check(args: argparse.Namespace) -> int:
             print(err, file=sys.stderr)
             failed = True
     return 2 if failed else 0
+
+
+def correction_lines(items: list[Item], path: Path) -> list[str]:
+    """What a corrections file does to these items, one line each; its values are validated as training would."""
+    from suneung_lit.data.cleaning import apply_corrections, describe_corrections, load_corrections
+
+    corrections = load_corrections(path)
+    known = {item.id for item in items}
+    here = [c for c in corrections if c.id in known]
+    apply_corrections(items, here, str(path))
+    lines = [f"  corrections ({path}): {len(here)} apply"]
+    lines += [f"    {line}" for line in describe_corrections(items, here)]
+    if len(here) < len(corrections):
+        lines.append(f"    {len(corrections) - len(here)} correction(s) name ids not in this file")
+    return lines
 
 
 def _load_all(paths: list[Path]) -> list[Item]:
@@ -177,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check_parser.add_argument("--max-choices", type=int, default=DEFAULT_MAX_CHOICES)
     check_parser.add_argument("--answer-column", help="read answers from this column (e.g. answer_true)")
+    check_parser.add_argument("--corrections", type=Path, help="a corrections CSV: report each fix it applies")
     check_parser.set_defaults(run=check)
 
     from suneung_lit.data.converters import CONVERTERS

@@ -182,18 +182,21 @@ DEFAULT_STEPS = (
 
 @dataclass(frozen=True)
 class Correction:
-    """A reviewed fix for one item: drop it, or set its answer or its choices."""
+    """A reviewed fix for one item: drop it, or set its answer or its choices; ``reason`` and ``source`` say why
+    and on whose word (kept from the file's optional columns of those names, for reports)."""
 
     id: str
     action: str
     value: str = ""
+    reason: str = ""
+    source: str = ""
 
 
 CORRECTION_ACTIONS = ("drop", "answer", "choices")
 
 
 def load_corrections(path: str | Path) -> list[Correction]:
-    """Read a corrections CSV with columns ``id, action, value``."""
+    """Read a corrections CSV with columns ``id, action, value`` (optional ``reason``, ``source``); one row per id."""
     path = Path(path)
     problems: list[Problem] = []
     if not path.is_file():
@@ -204,7 +207,14 @@ def load_corrections(path: str | Path) -> list[Correction]:
         if missing:
             raise DataValidationError([Problem(str(path), None, None, None, f"missing column(s) {sorted(missing)}")])
         corrections = []
+        seen: set[str] = set()
         for row_number, row in enumerate(reader, start=1):
+            item_id = (row.get("id") or "").strip()
+            if item_id in seen:
+                # Two fixes for one id would apply in an order nobody reviewed.
+                problems.append(Problem(str(path), row_number, item_id, "id", "a second correction for this id"))
+                continue
+            seen.add(item_id)
             action = (row.get("action") or "").strip()
             if action not in CORRECTION_ACTIONS:
                 problems.append(
@@ -217,7 +227,15 @@ def load_corrections(path: str | Path) -> list[Correction]:
                     )
                 )
                 continue
-            corrections.append(Correction(row["id"].strip(), action, (row.get("value") or "").strip()))
+            corrections.append(
+                Correction(
+                    item_id,
+                    action,
+                    (row.get("value") or "").strip(),
+                    (row.get("reason") or "").strip(),
+                    (row.get("source") or "").strip(),
+                )
+            )
     if problems:
         raise DataValidationError(problems)
     return corrections
@@ -270,6 +288,25 @@ def apply_corrections(
     if problems:
         raise DataValidationError(problems)
     return result, touched
+
+
+def describe_corrections(items: Sequence[Item], corrections: Sequence[Correction]) -> list[str]:
+    """One line per correction that names an item here: what it changes, from what, and why."""
+    by_id = {item.id: item for item in items}
+    lines = []
+    for fix in corrections:
+        item = by_id.get(fix.id)
+        if item is None:
+            continue
+        if fix.action == "drop":
+            change = "dropped"
+        elif fix.action == "answer":
+            change = f"answer {item.answer} -> {fix.value}"
+        else:
+            change = f"choices replaced ({item.num_choices} -> {fix.value[:60]})"
+        why = f": {fix.reason}" if fix.reason else ""
+        lines.append(f"{fix.id} {change}{why}")
+    return lines
 
 
 def clean(
