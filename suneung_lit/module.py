@@ -376,14 +376,16 @@ class QLoRAMultipleChoice(L.LightningModule):
         return items, generated
 
     def _evaluate(self, batch: dict[str, Any], stage: str, metric: MulticlassAccuracy) -> None:
-        logits, scores = self._scores(batch)
         size = len(batch["id"])
-        self.log(f"{stage}/loss", self._loss(logits, scores, batch), sync_dist=True, batch_size=size)
         if self.hparams.answer_mode == "generate":
+            # The prompt ends where generation starts, not at the answer digit: a digit loss there would measure
+            # something else (and cost a forward pass), so generate mode logs accuracy only.
             items, _ = self._generated_items(batch)
             metric(items["prediction"], items["answer"])
             self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=size)
             return
+        logits, scores = self._scores(batch)
+        self.log(f"{stage}/loss", self._loss(logits, scores, batch), sync_dist=True, batch_size=size)
         items = self._item_scores(batch, masked_log_softmax(scores, batch["num_choices"]))
         if stage == "val" and self.hparams.debias == "offsets":
             self._validation_scores.append(
