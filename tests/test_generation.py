@@ -64,3 +64,24 @@ def test_generate_mode_on_gemma_extracts_answers_from_real_text(gemma_dir, tmp_p
     predictions, reasoning = read_outputs(tmp_path / "predictions")
     assert [p["id"] for p in predictions] == [item.id for item in items]
     assert any(r["path"] != "fallback" for r in reasoning), reasoning  # a real model writes a parsable answer
+
+
+def test_generate_mode_validation_logs_accuracy_and_no_digit_loss(tiny_model_dir, tmp_path):
+    # Its prompts end where generation starts, not at the answer digit: a "loss" there would mean nothing.
+    import lightning as L
+
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+    from suneung_lit.module import QLoRAMultipleChoice
+
+    write_items(make_items(4, seed=13, prefix="val"), tmp_path / "val.csv")
+    module = QLoRAMultipleChoice(
+        str(tiny_model_dir), compute_dtype="float32", dtype="float32", answer_mode="generate", max_new_tokens=4
+    )
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir), val_path=str(tmp_path / "val.csv"), template="cot_json", max_length=256,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    [metrics] = trainer.validate(module, datamodule=datamodule, verbose=False)
+    assert "val/acc" in metrics and "val/loss" not in metrics
+    assert any(name.startswith("val/extraction/") for name in metrics)
