@@ -13,6 +13,7 @@ suffixes of a group as one left-padded batch.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -76,6 +77,18 @@ def has_sliding_window(model: torch.nn.Module) -> bool:
     return "sliding_attention" in layer_types or bool(getattr(config, "use_sliding_window", False))
 
 
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The forward argument that takes a key/value cache: transformers 5.x renamed ``past_key_values`` to
+    ``cache`` (the old name is deprecated and goes in 5.40); earlier 5.x releases know only the old one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def shared_prefix_answer_logits(
     model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, prefix_length: int
 ) -> Tensor:
@@ -85,7 +98,7 @@ def shared_prefix_answer_logits(
     prefix = rows[0][:prefix_length][None]
     suffixes = [row[prefix_length:] for row in rows]
     out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
+    cache = _returned_cache(out)
     if has_sliding_window(model):
         logits = []
         for suffix in suffixes:
@@ -106,8 +119,8 @@ def _suffix_logits(model, cache, ids: Tensor, prefix_length: int, mask: Tensor |
         input_ids=ids,
         attention_mask=full_mask,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **{_cache_keyword(model): cache},
     )
     return out.logits[:, -1, :]
