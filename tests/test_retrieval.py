@@ -13,6 +13,7 @@ from suneung_lit.data.prompts import load_template
 from suneung_lit.data.records import Item, load_items, write_items
 from suneung_lit.retrieval import dense
 from suneung_lit.retrieval.__main__ import main as retrieval_main
+from suneung_lit.retrieval.__main__ import unescape
 from suneung_lit.retrieval.analysis import kiwi_terms, whitespace_terms
 from suneung_lit.retrieval.corpus import CorpusError, Passage, chunk_text, read_passages
 from suneung_lit.retrieval.fusion import reciprocal_rank_fusion
@@ -216,6 +217,13 @@ def test_an_existing_index_is_replaced_only_when_asked(tmp_path):
     assert RetrievalIndex(tmp_path / "index").passages[0].id == "b#0"
 
 
+def test_overwrite_never_deletes_a_folder_that_is_not_an_index(tmp_path):
+    (tmp_path / "notes.txt").write_text("소중한 파일", encoding="utf-8")
+    with pytest.raises(RetrievalIndexError, match="is not an index"):
+        build_index([Passage("a#0", "a", "", "토지")], tmp_path, overwrite=True, progress=False)
+    assert (tmp_path / "notes.txt").is_file()
+
+
 def test_a_failed_build_leaves_no_folder_behind(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a sentence-transformers model folder"):
         build_index([Passage("a#0", "a", "", "토지")], tmp_path / "index", dense_model=tmp_path, progress=False)
@@ -310,6 +318,11 @@ def test_retrieve_writes_every_row_of_a_real_file_with_support(tmp_path, capsys)
     assert all(own_doc[i.id] not in {p.split("#")[0] for p in json.loads(i.metadata["support_ids"])} for i in out)
     assert sum(bool(i.metadata["support"]) for i in out) >= 100
     assert "queries/s" in capsys.readouterr().out
+
+
+def test_separators_typed_on_a_command_line_keep_korean_text():
+    assert unescape("\\n--- 참고 ---\\n") == "\n--- 참고 ---\n"
+    assert unescape("\\t") == "\t"
 
 
 def test_cli_errors_name_the_file_and_exit_2(tmp_path, capsys):

@@ -53,6 +53,11 @@ def index_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def unescape(separator: str) -> str:
+    """``\\n`` and ``\\t`` typed on a command line become a newline and a tab; any other text stays as it is."""
+    return separator.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def _query_fields(text: str) -> tuple[str, ...]:
     fields = tuple(f.strip() for f in text.split(",") if f.strip())
     unknown = [f for f in fields if f not in QUERY_FIELDS]
@@ -69,7 +74,7 @@ def retrieve_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     hits = retrieve_for_items(items, index, args.top_k, args.query_fields, args.method, not args.keep_paragraph)
     seconds = time.perf_counter() - started
-    write_items(with_support(items, hits, args.separator.encode().decode("unicode_escape")), args.output)
+    write_items(with_support(items, hits, unescape(args.separator)), args.output)
     short = sum(1 for h in hits if len(h) < args.top_k)
     print(
         f"wrote {args.output}: {len(items)} rows, top {args.top_k} by {args.method}, "
@@ -134,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
             sub.add_argument(
                 "--separator",
-                default=DEFAULT_SEPARATOR.encode("unicode_escape").decode(),
+                default=DEFAULT_SEPARATOR.replace("\n", "\\n"),
                 help="between passages in the support column (escapes like \\n work)",
             )
             sub.add_argument(

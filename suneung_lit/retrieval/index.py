@@ -82,6 +82,11 @@ def build_index(
     folder = Path(folder)
     if folder.exists() and not overwrite:
         raise RetrievalIndexError(f"{folder} already exists; pass overwrite=True (--overwrite) to replace it")
+    if folder.exists() and any(folder.iterdir()) and not (folder / "manifest.json").is_file():
+        # Replacing means deleting: never delete a folder that is not an index.
+        raise RetrievalIndexError(f"{folder} holds files and is not an index; choose another --output")
+    if dense_model is not None:
+        dense.load_encoder(str(dense_model))  # a wrong folder fails now, not after the BM25 work
     texts = [f"{p.title}\n{p.text}" if p.title else p.text for p in passages]
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"analysing passages ({analyzer})", total=len(texts))
