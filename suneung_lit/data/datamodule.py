@@ -261,8 +261,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                 )
             self.encoded[split] = encoded
             stats = encoding_stats(self.encoded[split])
+            # Shifted copies (balance_train, cyclic and pride debiasing) are rows, not items: say both.
+            rows = f" in {stats.rows} rows (cyclic shifts)" if stats.rows != len(items) else ""
             rank_zero_info(
-                f"{split}: {stats.rows} items, {len(stats.shortened_ids)} with the paragraph shortened "
+                f"{split}: {len(items)} items{rows}, {len(stats.shortened_ids)} with the paragraph shortened "
                 f"to fit {self.max_length} tokens"
             )
         self.groups = sorted({g for ds in self.encoded.values() for g in ds.unique("group") if g})
