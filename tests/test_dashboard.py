@@ -24,6 +24,7 @@ from streamlit.testing.v1 import AppTest
 from suneung_lit.dashboard import analysis
 from suneung_lit.dashboard.__main__ import main as dashboard_main
 from suneung_lit.dashboard.app_path import APP
+from suneung_lit.data.cleaning import clean
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.prompts import load_template, render_prompt
 from suneung_lit.data.records import load_items, write_items
@@ -217,7 +218,18 @@ def test_data_page_filters_items_and_shows_one_as_the_model_sees_it(run_files, t
     item = {i.id: i for i in load_items(run_files["data"])}[shown["id"].iloc[1]]
     expected = render_prompt(item, load_template("base"), tokenizer)  # chat format included, up to the digit
     assert item.paragraph in prompt and prompt.strip() == expected.strip()
-    assert "prompt tokens (base template)" in page.caption[0].value
+    assert "prompt tokens (base template, after the default cleaning)" in page.caption[0].value
+
+
+@pytest.mark.skipif(not (COMPETITION_DATA / "train.csv").is_file(), reason="competition data not found")
+def test_data_page_shows_real_items_cleaned_as_the_data_module_cleans_them(run_files, tokenizer):
+    page = app(run_files, "Data", data_path=str(COMPETITION_DATA / "train.csv"))
+    assert not page.exception and page.metric[0].value == "2031 of 2031"
+    page.selectbox(key="item_id").set_value("generation-for-nlp-425").run()
+    [raw] = [i for i in load_items(COMPETITION_DATA / "train.csv") if i.id == "generation-for-nlp-425"]
+    [cleaned], _ = clean([raw], allow_drops=False)
+    assert " ." in raw.paragraph and cleaned.paragraph in page.code[0].value  # "다 ." became "다."
+    assert render_prompt(cleaned, load_template("base"), tokenizer).strip() == page.code[0].value.strip()
 
 
 def test_data_page_without_a_tokenizer_shows_the_template_turns(run_files):

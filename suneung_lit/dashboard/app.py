@@ -17,6 +17,7 @@ import streamlit as st
 
 from suneung_lit.dashboard import analysis
 from suneung_lit.dashboard.app_path import ARGS_VARIABLE
+from suneung_lit.data.cleaning import clean
 from suneung_lit.data.prompts import available_templates, load_template, render_prompt
 from suneung_lit.data.records import DataValidationError, Item, load_items
 
@@ -35,7 +36,9 @@ def _mtime(path: str) -> float:
 
 @st.cache_data(show_spinner="loading data")
 def cached_items(path: str, mtime: float) -> list[Item]:
-    return load_items(path)
+    """The file's items after the data module's default cleaning (no row dropped): what the model is shown."""
+    items, _ = clean(load_items(path), allow_drops=False)
+    return items
 
 
 @st.cache_resource(show_spinner="loading tokenizer")
@@ -106,7 +109,10 @@ def show_item(item: Item, tokenizer) -> None:
         return
     prompt = render_prompt(item, template, tokenizer)
     count = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    st.caption(f"{count} prompt tokens ({st.session_state.template} template); the answer digit comes next")
+    st.caption(
+        f"{count} prompt tokens ({st.session_state.template} template, after the default cleaning); "
+        "the answer digit comes next"
+    )
     st.code(prompt, language=None, wrap_lines=True)
 
 
