@@ -12,7 +12,7 @@ import pytest
 from suneung_lit.data.augmenting import balance_answers, shuffle_choices
 from suneung_lit.data.converters import convert
 from suneung_lit.data.matching import find_overlap, merge
-from suneung_lit.data.records import Item, load_items, write_items
+from suneung_lit.data.records import DataValidationError, Item, load_items, write_items
 from suneung_lit.data.splitting import grouped_split, paragraph_key
 from suneung_lit.data.synthetic import make_items
 
@@ -281,3 +281,15 @@ def test_balanced_training_serves_each_item_once_per_epoch_with_uniform_answers(
             assert max(per_position) - min(per_position) <= 1, counts
         epochs.append({i: a for b in batches for i, a in zip(b["id"], b["answer"].tolist(), strict=True)})
     assert epochs[0] != epochs[1]  # each epoch deals new positions
+
+
+def test_a_train_file_that_is_all_validation_ids_is_refused_not_emptied(tmp_path, tiny_model_dir):
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+
+    write_items(make_items(6, seed=5), tmp_path / "same.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir), train_path=str(tmp_path / "same.csv"), val_path=str(tmp_path / "same.csv"),
+        max_length=256, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    with pytest.raises(DataValidationError, match=r"same\.csv: no training items left: 6 of its 6 ids are validation"):
+        datamodule.setup("fit")

@@ -393,3 +393,29 @@ def test_raft_takes_the_oracle_from_the_oracle_id_column(raft_index):
     assert "t5#0" in json.loads(supported.metadata["support_ids"]) and report.oracle_from_column == 1
     with pytest.raises(ValueError, match="item 'q1', column 'oracle_id': passage 'nope' is not in the index"):
         build_raft_items([item("q1", "질문", ("가", "나"), oracle_id="nope")], raft_index)
+
+
+def test_raft_output_trains_and_predicts_with_the_support_template(raft_index, tiny_model_dir, tmp_path):
+    import lightning as L
+
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+    from suneung_lit.module import QLoRAMultipleChoice
+
+    items, _ = build_raft_items(raft_items(12), raft_index, k=2, seed=1)
+    write_items(items, tmp_path / "raft.csv")
+    write_items(items[:4], tmp_path / "val.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir), train_path=str(tmp_path / "raft.csv"), val_path=str(tmp_path / "val.csv"),
+        predict_path=str(tmp_path / "raft.csv"), template="support", max_length=512, train_batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
+    quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    L.Trainer(max_steps=2, enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0, **quiet).fit(
+        module, datamodule=datamodule
+    )
+    outputs = L.Trainer(**quiet).predict(module, datamodule=datamodule)
+    assert sorted(i for batch in outputs for i in batch["id"]) == sorted(i.id for i in items)
+    # The encoded prompt holds the support passages.
+    first = datamodule.tokenizer.decode(datamodule.encoded["predict"][0]["input_ids"])
+    assert "참고 자료:" in first and items[0].metadata["support"].split("\n\n")[0][:10] in first

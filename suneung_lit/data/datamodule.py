@@ -209,10 +209,30 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         val = self._load_split("val") if self.paths["val"] else []
         # Cleaned together so that duplicates across the two files and corrections for either are handled once.
         val_ids = {item.id for item in val}
+        shared = [item.id for item in train if item.id in val_ids]
+        if shared:
+            rank_zero_warn(
+                f"{len(shared)} of {len(train)} train ids are also validation ids (e.g. {shared[:3]}); "
+                "those items are used for validation only"
+            )
         cleaned, report = clean(train + val, self.cleaning, self.corrections_path)
         self._report("train", report)
-        train = [item for item in cleaned if item.id not in val_ids]
+        kept_train = [item for item in cleaned if item.id not in val_ids]
         val = [item for item in cleaned if item.id in val_ids]
+        if train and not kept_train:
+            raise DataValidationError(
+                [
+                    Problem(
+                        str(self.paths["train"]),
+                        None,
+                        None,
+                        None,
+                        f"no training items left: {len(shared)} of its {len(train)} ids are validation ids "
+                        f"and cleaning dropped {len(report.dropped_ids)}; give a train file apart from val_path",
+                    )
+                ]
+            )
+        train = kept_train
         if not self.paths["val"] and train:
             train, val = grouped_split(train, self.val_fraction, self.split_seed)
         return train, val
