@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from suneung_lit.data.prompts import prompt_token_counts
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 # ../shared does not travel to a device machine: --data-dir (or SUNEUNG_LIT_DATA_DIR) points elsewhere.
@@ -36,15 +38,6 @@ def model_dir(hidden: int, layers: int, cache: Path = ROOT / "artifacts") -> Pat
             intermediate_size=hidden * 2,
         )
     return path
-
-
-def prompt_token_counts(items, tokenizer, template: str = "base") -> list[int]:
-    """Each item's prompt length in tokens, counted as the data module encodes it (no extra special tokens)."""
-    from suneung_lit.data.prompts import load_template, render_prompt
-
-    loaded = load_template(template)
-    prompts = [render_prompt(item, loaded, tokenizer) for item in items]
-    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
 
 
 def fitting_items(items, tokenizer, max_tokens: int, template: str = "base", limit: int | None = None) -> list:

@@ -26,7 +26,7 @@ from suneung_lit.dashboard.__main__ import main as dashboard_main
 from suneung_lit.dashboard.app_path import APP
 from suneung_lit.data.cleaning import clean
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
-from suneung_lit.data.prompts import load_template, render_prompt
+from suneung_lit.data.prompts import load_template, prompt_token_counts, render_prompt
 from suneung_lit.data.records import load_items, write_items
 from suneung_lit.data.synthetic import make_items
 from suneung_lit.module import QLoRAMultipleChoice
@@ -184,7 +184,7 @@ def test_training_scalars_come_from_the_fit_event_files(run_files):
 def test_the_real_train_set_frames_and_filters_quickly_enough_to_stay_fluid(tokenizer):
     items = load_items(COMPETITION_DATA / "train.csv")
     started = time.perf_counter()
-    frame = analysis.items_frame(items, analysis.prompt_token_counts(items, tokenizer, "base"))
+    frame = analysis.items_frame(items, prompt_token_counts(items, tokenizer, "base"))
     shown = analysis.filter_items(frame, analysis.ItemFilter(choice_counts=[5], text="조선"))
     assert len(frame) == 2031 and 0 < len(shown) < 2031
     print(f"frame + token counts + filter of 2031 rows: {time.perf_counter() - started:.1f} s")

@@ -45,15 +45,6 @@ def items_frame(items: Sequence[Item], prompt_tokens: Sequence[int] | None = Non
     return frame
 
 
-def prompt_token_counts(items: Sequence[Item], tokenizer, template_name: str) -> list[int]:
-    """Each item's full prompt length in tokens, as the data module builds it (chat template included)."""
-    from suneung_lit.data.prompts import load_template, render_prompt
-
-    template = load_template(template_name)
-    prompts = [render_prompt(item, template, tokenizer) for item in items]
-    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-
-
 @dataclass(frozen=True)
 class ItemFilter:
     """The Data page's filters; an empty selection means no restriction."""

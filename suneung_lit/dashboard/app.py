@@ -18,7 +18,7 @@ import streamlit as st
 from suneung_lit.dashboard import analysis
 from suneung_lit.dashboard.app_path import ARGS_VARIABLE
 from suneung_lit.data.cleaning import clean
-from suneung_lit.data.prompts import available_templates, load_template, render_prompt
+from suneung_lit.data.prompts import available_templates, load_template, prompt_token_counts, render_prompt
 from suneung_lit.data.records import DataValidationError, Item, load_items
 
 PAGES = ("Data", "Runs", "Training")
@@ -50,7 +50,7 @@ def cached_tokenizer(model: str):
 
 @st.cache_data(show_spinner="counting prompt tokens")
 def cached_token_counts(path: str, mtime: float, model: str, template: str) -> list[int]:
-    return analysis.prompt_token_counts(cached_items(path, mtime), cached_tokenizer(model), template)
+    return prompt_token_counts(cached_items(path, mtime), cached_tokenizer(model), template)
 
 
 @st.cache_data(show_spinner="loading runs")

@@ -154,3 +154,10 @@ def render_chat(item: Item, template: PromptTemplate, tokenizer) -> str:
 def render_prompt(item: Item, template: PromptTemplate, tokenizer, for_generation: bool = False) -> str:
     """The full prompt text up to the answer position (or, ``for_generation``, up to where generation starts)."""
     return render_chat(item, template, tokenizer) + template.assistant_text(item, for_generation)
+
+
+def prompt_token_counts(items: Sequence[Item], tokenizer, template_name: str = "base") -> list[int]:
+    """Each item's full prompt length in tokens, as the data module encodes it (chat format, no extra specials)."""
+    template = load_template(template_name)
+    prompts = [render_prompt(item, template, tokenizer) for item in items]
+    return [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
