@@ -21,10 +21,12 @@ from pathlib import Path
 import lightning as L
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import competition_split, readings, score  # noqa: E402
+from accuracy import readings, score  # noqa: E402
 from common import ROOT, add_data_dir_argument, append_result, fitting_items, set_threads  # noqa: E402
 
+from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.records import load_items  # noqa: E402
+from suneung_lit.data.splitting import grouped_split  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 from suneung_lit.retrieval.corpus import read_passages  # noqa: E402
 from suneung_lit.retrieval.index import RetrievalIndex, build_index  # noqa: E402
@@ -45,9 +47,8 @@ def main() -> None:
     parser.add_argument("--pride-fraction", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
-    # The harness's settings that score() and competition_split() read.
-    args.template, args.max_train, args.train_batch_size, args.balance_train = "base", 1, 1, False
-    args.precision, args.quantization = "32-true", "none"
+    # The harness's settings that score() reads.
+    args.train_batch_size, args.balance_train, args.precision = 1, False, "32-true"
     threads = set_threads()
     L.seed_everything(args.seed, verbose=False)
     from transformers import AutoTokenizer
@@ -71,13 +72,16 @@ def main() -> None:
         build_index(passages, work / "index", progress=False)
         index = RetrievalIndex(work / "index")
 
-        args.max_tokens, limit = 1 << 30, args.max_tokens  # split first, then keep items whose support prompt fits
-        _, heldout = competition_split(args, tokenizer)
+        # The harness's split; its first --max-heldout items, then those whose support prompt fits.
+        cleaned, _ = clean(load_items(args.data_dir / "train.csv"))
+        heldout = grouped_split(cleaned, args.val_fraction, args.split_seed)[1][: args.max_heldout]
         heldout = with_support(heldout, retrieve_for_items(heldout, index, args.top_k))
-        items = fitting_items(heldout, tokenizer, limit, "support", args.max_heldout)
-        args.max_tokens = limit
+        items = fitting_items(heldout, tokenizer, args.max_tokens, "support")
         with_passages = sum(bool(i.metadata["support"]) for i in items)
-        print(f"{len(items)} held-out items <= {limit} tokens with support; {with_passages} got at least one passage")
+        print(
+            f"{len(items)} held-out items <= {args.max_tokens} tokens with support; "
+            f"{with_passages} got at least one passage"
+        )
 
         module = QLoRAMultipleChoice(args.model, quantization="none", compute_dtype="float32", dtype="float32")
         results = {}
