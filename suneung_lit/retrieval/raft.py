@@ -10,14 +10,13 @@ distractor is never a near-duplicate of the oracle. The oracle's place among the
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from suneung_lit.data.records import Item
 from suneung_lit.retrieval.index import Hit, RetrievalIndex
-from suneung_lit.retrieval.support import DEFAULT_SEPARATOR, format_support, in_paragraph, retrieve_for_items
+from suneung_lit.retrieval.support import DEFAULT_SEPARATOR, in_paragraph, retrieve_for_items, with_support
 
 ORACLE_QUERY_FIELDS = ("paragraph", "question", "choices")
 # Passages this high in an item's ranking are never its distractors.
@@ -37,6 +36,22 @@ def _oracle_by_id(index: RetrievalIndex) -> dict[str, int]:
     return {index.passages[row].id: row for row in range(len(index))}
 
 
+def _distractors(index: RetrievalIndex, item: Item, near: set[str], wanted: int, rng: random.Random) -> list[Hit]:
+    """``wanted`` random passages outside ``near`` and outside the item's paragraph, all different."""
+    chosen: list[Hit] = []
+    taken = set(near)
+    for _ in range(DRAWS_PER_DISTRACTOR * max(wanted, 1)):
+        if len(chosen) == wanted:
+            break
+        candidate = Hit(index.passages[rng.randrange(len(index))], 0.0)
+        if candidate.passage.id not in taken and not in_paragraph(candidate, item):
+            chosen.append(candidate)
+            taken.add(candidate.passage.id)
+    if len(chosen) < wanted:
+        raise ValueError(f"item {item.id!r}: found too few distractors; the index is too small or too repetitive")
+    return chosen
+
+
 def build_raft_items(
     items: Sequence[Item],
     index: RetrievalIndex,
@@ -54,7 +69,7 @@ def build_raft_items(
     rng = random.Random(seed)
     ranked = retrieve_for_items(items, index, NEAR_CANDIDATES, ORACLE_QUERY_FIELDS, method)
     rows_by_id = _oracle_by_id(index) if any("oracle_id" in i.metadata for i in items) else {}
-    out, with_oracle, from_column = [], 0, 0
+    passages, flags, from_column = [], [], 0
     for item, hits in zip(items, ranked, strict=True):
         oracle_id = item.metadata.get("oracle_id", "").strip()
         if oracle_id:
@@ -66,26 +81,13 @@ def build_raft_items(
             oracle = hits[0] if hits else None
         near = {h.passage.id for h in hits} | ({oracle.passage.id} if oracle else set())
         use_oracle = oracle is not None and rng.random() < oracle_fraction
-        wanted = k - 1 if use_oracle else k
-        distractors: list[Hit] = []
-        for _ in range(DRAWS_PER_DISTRACTOR * k):
-            if len(distractors) == wanted:
-                break
-            candidate = Hit(index.passages[rng.randrange(len(index))], 0.0)
-            taken = near | {d.passage.id for d in distractors}
-            if candidate.passage.id not in taken and not in_paragraph(candidate, item):
-                distractors.append(candidate)
-        else:
-            raise ValueError(f"item {item.id!r}: found too few distractors; the index is too small or too repetitive")
-        chosen = distractors
+        chosen = _distractors(index, item, near, k - 1 if use_oracle else k, rng)
         if use_oracle:
             chosen.insert(rng.randrange(k), oracle)
-            with_oracle += 1
-        metadata = {
-            **item.metadata,
-            "support": format_support(chosen, separator),
-            "support_ids": json.dumps([h.passage.id for h in chosen], ensure_ascii=False),
-            "raft_oracle": "1" if use_oracle else "0",
-        }
-        out.append(dataclasses.replace(item, metadata=metadata))
-    return out, RaftReport(len(items), with_oracle, from_column)
+        passages.append(chosen)
+        flags.append("1" if use_oracle else "0")
+    out = [
+        dataclasses.replace(supported, metadata={**supported.metadata, "raft_oracle": flag})
+        for supported, flag in zip(with_support(items, passages, separator), flags, strict=True)
+    ]
+    return out, RaftReport(len(items), flags.count("1"), from_column)
