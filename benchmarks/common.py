@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import subprocess
+import time
 from pathlib import Path
 
 import torch
@@ -172,3 +173,83 @@ def preset_lora_model(preset: str, device: torch.device, compute_dtype: torch.dt
 
     model = random_4bit_model(preset, device, compute_dtype)
     return add_lora(model, 8, 16, 0.0, list(DEFAULT_TARGET_MODULES), gradient_checkpointing=gradient_checkpointing)
+
+
+# Kernel-name fragments per category, first match wins (cuBLAS/CUTLASS GEMMs, bitsandbytes, SDPA backends).
+KERNEL_CATEGORIES = (
+    ("4-bit dequantize", ("dequant", "kdequant")),
+    ("attention", ("fmha", "flash", "attention", "softmax")),
+    ("matmul", ("gemm", "gemv", "nvjet", "cutlass", "xmma", "sm90", "wgmma", "cublas")),
+    ("copy/fill", ("copy", "memcpy", "memset", "fill", "cat", "index")),
+)
+
+
+def kernel_category(name: str) -> str:
+    lowered = name.lower()
+    for category, fragments in KERNEL_CATEGORIES:
+        if any(fragment in lowered for fragment in fragments):
+            return category
+    return "elementwise/other"
+
+
+def profile_gpu(run, top: int = 15) -> dict[str, float]:
+    """Runs ``run()`` under the profiler and prints where the GPU time went: per category, then the top kernels.
+
+    Returns seconds per category plus ``wall`` and ``kernels`` (their sum), so that ``kernels / wall`` says how
+    busy the GPU was (the rest is launch overhead, host work and waiting).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        run()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    kernels = [
+        e
+        for e in prof.key_averages()
+        if str(getattr(e, "device_type", "")).endswith("CUDA") and getattr(e, "self_device_time_total", 0) > 0
+    ]
+    if not kernels:  # a profiler that labels kernels otherwise: show its own table rather than nothing
+        print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=top))
+    totals: dict[str, float] = {}
+    for event in kernels:
+        category = kernel_category(event.key)
+        totals[category] = totals.get(category, 0.0) + event.self_device_time_total / 1e6
+    busy = sum(totals.values())
+    print(f"profile: wall {wall:.2f} s, kernel time {busy:.2f} s ({busy / max(wall, 1e-9):.0%} of wall)")
+    for category, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {category:<20}{seconds:>8.2f} s {seconds / max(busy, 1e-9):>6.1%}")
+    for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:top]:
+        print(f"  {event.self_device_time_total / 1e6:>8.3f} s {event.count:>7} x  {event.key[:110]}")
+    return {**totals, "wall": wall, "kernels": busy}
+
+
+def predict_trainer(callbacks: list | None = None):
+    """A quiet one-device Trainer for timed predict passes that leaves the module where it ran.
+
+    Lightning's strategy teardown moves the module to the CPU when ``predict`` returns; for a 32B model that is a
+    ~20 GB copy inside the timed call, and another one back before the next pass. Benchmarks predict several times
+    with one model, so on a GPU the strategy skips that move.
+    """
+    import lightning as L
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    class StayOnDevice(SingleDeviceStrategy):
+        def teardown(self) -> None:
+            self.precision_plugin.teardown()
+            self.accelerator.teardown()
+            self.checkpoint_io.teardown()
+
+    gpu = torch.cuda.is_available()
+    return L.Trainer(
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        strategy=StayOnDevice(device=torch.device("cuda", 0)) if gpu else "auto",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+    )

@@ -28,6 +28,7 @@ from common import (  # noqa: E402
     append_result,
     fitting_items,
     model_dir,
+    predict_trainer,
     preset_lora_model,
     set_threads,
 )
@@ -61,6 +62,10 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--tokens-per-batch", type=int, help="a padded-token budget per batch instead of --batch-size rows"
+    )
+    parser.add_argument("--warmup-rows", type=int, default=16, help="rows of the untimed first pass")
     parser.add_argument("--quantization", default="nf4", choices=["nf4", "fp4", "int8", "none"])
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights")
     parser.add_argument(
@@ -88,41 +93,30 @@ def main() -> None:
         # Only rows that fit, so both sides see exactly the same text.
         subset = fitting_items(items, tokenizer, args.max_length, limit=args.rows)
         write_items(subset, scratch / "subset.csv")
+        write_items(subset[: args.warmup_rows], scratch / "warmup.csv")
 
         def trainer() -> L.Trainer:
-            return L.Trainer(
-                accelerator=accelerator,
-                devices=1,
-                logger=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                use_distributed_sampler=False,
-                callbacks=[PredictionCSVWriter(str(scratch / "out"))],
-            )
+            return predict_trainer([PredictionCSVWriter(str(scratch / "out"))])
 
-        def datamodule(cache: str) -> MultipleChoiceDataModule:
+        def datamodule(cache: str, rows: str = "subset.csv") -> MultipleChoiceDataModule:
             data = MultipleChoiceDataModule(
                 str(path),
-                predict_path=str(scratch / "subset.csv"),
+                predict_path=str(scratch / rows),
                 max_length=args.max_length,
                 eval_batch_size=args.batch_size,
+                eval_tokens_per_batch=args.tokens_per_batch,
                 cache_dir=str(scratch / cache),
             )
             data.tokenizer = tokenizer  # both sides start with the tokenizer loaded
             return data
 
-        def back_on_gpu() -> None:
-            # Lightning's strategy teardown moves the module to the CPU after predict; put it back, untimed.
-            if accelerator == "gpu":
-                module.to("cuda")
-                torch.cuda.synchronize()
-
-        trainer().predict(module, datamodule("warmup"))  # loads the model once; not timed
-        back_on_gpu()
+        # Not timed: loads the model, compiles kernels. A few rows: a 32B pass over all rows takes minutes.
+        trainer().predict(module, datamodule("warmup", "warmup.csv"))
         start = time.perf_counter()
         trainer().predict(module, datamodule("timed"))  # tokenization included, cold cache
+        if accelerator == "gpu":
+            torch.cuda.synchronize()
         ours_seconds = time.perf_counter() - start
-        back_on_gpu()
         with open(scratch / "out" / "predictions.csv", encoding="utf-8") as handle:
             ours = [int(row["answer"]) for row in csv.DictReader(handle)]
 
@@ -159,7 +153,7 @@ def main() -> None:
             f"{label} {args.quantization}",
             len(subset),
             args.max_length,
-            args.batch_size,
+            f"{args.tokens_per_batch} tokens" if args.tokens_per_batch else args.batch_size,
             f"{baseline_rate:.2f}",
             f"{ours_rate:.2f}",
             f"{speedup:.1f}x",
