@@ -247,6 +247,7 @@ def predict_trainer(callbacks: list | None = None):
         accelerator="gpu" if gpu else "cpu",
         devices=1,
         strategy=StayOnDevice(device=torch.device("cuda", 0)) if gpu else "auto",
+        precision="bf16-mixed" if gpu else "32-true",  # as configs/qwen7b.yaml and qwen32b.yaml
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,

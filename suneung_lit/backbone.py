@@ -103,3 +103,18 @@ def add_lora(
     # from_pretrained returns eval mode, and Lightning keeps a module's mode: without this, LoRA dropout would
     # stay off for the whole of training.
     return get_peft_model(model, lora).train()
+
+
+def cast_unquantized(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Cast every floating-point parameter (norms, embeddings, head, LoRA adapters; not 4-/8-bit weights) to ``dtype``.
+
+    For inference: ``prepare_model_for_kbit_training`` keeps these in float32 for stable training, which turns
+    every activation float32 (the 4-bit layers cast back to their input's dtype). Buffers such as the rotary
+    inverse frequencies keep their dtype. Returns the number of parameters cast.
+    """
+    cast = 0
+    for parameter in model.parameters():
+        if parameter.is_floating_point() and parameter.dtype != dtype:
+            parameter.data = parameter.data.to(dtype)
+            cast += 1
+    return cast

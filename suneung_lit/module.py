@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from suneung_lit.backbone import QuantizationChoice, add_lora, load_base_model
+from suneung_lit.backbone import QuantizationChoice, add_lora, cast_unquantized, load_base_model
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES
 from suneung_lit.data.tokenization import option_token_ids
 from suneung_lit.debias import (
@@ -109,6 +109,11 @@ class QLoRAMultipleChoice(L.LightningModule):
             of the JSON object, and extracts the answer (``suneung_lit.reasoning``); texts without a usable answer
             are scored at an answer position appended after them. Validate, test and predict only.
         max_new_tokens: longest generated text in ``generate`` mode.
+        inference_in_compute_dtype: test and predict run every unquantized weight (norms, embeddings, head, LoRA
+            adapters) in ``compute_dtype``. Training keeps them in float32 for stability, which would make every
+            activation of an inference pass float32 too (a 32B predict on an H100 spent 39% of its GPU time in
+            float32 attention and dtype casts). Validation inside ``fit`` keeps the training dtypes; a module that
+            ran test or predict this way is not trained further.
     """
 
     def __init__(
@@ -137,6 +142,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         debias: DebiasChoice = "none",
         answer_mode: Literal["logits", "generate"] = "logits",
         max_new_tokens: int = 256,
+        inference_in_compute_dtype: bool = True,
     ):
         super().__init__()
         if answer_mode == "generate" and debias != "none":
@@ -157,6 +163,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.tokenizer = None
         self.assistant_prefix = ""
         self._paths: Counter = Counter()
+        self._cast_for_inference = False
 
     # ---- model ---------------------------------------------------------------------------------------------------
 
@@ -402,6 +409,26 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.prior = PositionPrior()
         self._validation_scores = []
         self._cost = EvaluationCost()
+
+    def _cast_for_inference_pass(self) -> None:
+        hp = self.hparams
+        if not hp.inference_in_compute_dtype or self.model is None:
+            return
+        if cast_unquantized(self.model, getattr(torch, hp.compute_dtype)):
+            self._cast_for_inference = True
+
+    def on_test_start(self) -> None:
+        self._cast_for_inference_pass()
+
+    def on_predict_start(self) -> None:
+        self._cast_for_inference_pass()
+
+    def on_fit_start(self) -> None:
+        if self._cast_for_inference:
+            raise RuntimeError(
+                "this module ran test/predict with its weights cast to model.compute_dtype and cannot be trained "
+                "further; build a new one (or set model.inference_in_compute_dtype false)"
+            )
 
     def on_validation_epoch_start(self) -> None:
         self._start_evaluation()
