@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU benchmark row in one device-machine call, most important first, inside a total time budget
-# (BUDGET_S, default 540 s: the device tool allows 600 s a command and 15 minutes a session, start included).
+# (BUDGET_S, default 470 s: the device tool allows 600 s a command and 15 minutes a session, start included).
+# First run: NVIDIA H100, 2026-11-26, 538 s with BUDGET_S=555 (results in benchmarks/logs and RESULTS.md).
 # Leaves gpu_check.log and the appended RESULTS.md in $OUT after every step, so a cut-off run still reports.
 #   here:   bash ../shared/device/prepare.sh && mkdir -p .devdata && cp ../shared/data/generationfornlp/*.csv .devdata/
 #           (echo /.devdata/ >> .git/info/exclude), then carry [".devsite", ".devdata"] and run
@@ -11,7 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA_DIR:-.devdata}
 OUT=${OUT:-gpu_check_out}
-BUDGET_S=${BUDGET_S:-540}
+BUDGET_S=${BUDGET_S:-470}
 TOKENS=${TOKENS_PER_BATCH:-32768}
 BIG=${BIG_PRESET:-qwen2.5-32b}  # BIG_PRESET=check MID_PRESET=check ROWS=48: a CPU dry run of this script
 MID=${MID_PRESET:-qwen2.5-7b}

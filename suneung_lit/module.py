@@ -111,7 +111,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         max_new_tokens: longest generated text in ``generate`` mode.
         inference_in_compute_dtype: test and predict run every unquantized weight (norms, embeddings, head, LoRA
             adapters) in ``compute_dtype``. Training keeps them in float32 for stability, which would make every
-            activation of an inference pass float32 too (a 32B predict on an H100 spent 39% of its GPU time in
+            activation of an inference pass float32 too (a 32B predict on an H100 spent 40% of its GPU time in
             float32 attention and dtype casts). Validation inside ``fit`` keeps the training dtypes; a module that
             ran test or predict this way is not trained further.
     """

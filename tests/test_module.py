@@ -15,7 +15,7 @@ from suneung_lit.scoring import answer_logits
 
 
 def tiny_module(model_dir, **overrides) -> QLoRAMultipleChoice:
-    settings = dict(compute_dtype="float32", dtype="float32", lora_dropout=0.0, **overrides)
+    settings = {"compute_dtype": "float32", "dtype": "float32", "lora_dropout": 0.0, **overrides}
     module = QLoRAMultipleChoice(str(model_dir), **settings)
     module.configure_model()
     return module
@@ -186,3 +186,36 @@ def test_checkpoint_from_another_base_model_of_the_same_shape_is_refused(tiny_mo
     unquantized_bf16.on_load_checkpoint(checkpoint)  # the same base loaded another way loads too
     with pytest.raises(CheckpointMismatchError, match="differs \\(embedding_sha256\\)"):
         tiny_module(other).on_load_checkpoint(checkpoint)
+
+
+def _quiet_trainer(**settings) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        **settings,
+    )
+
+
+def test_predict_runs_unquantized_weights_in_compute_dtype(tiny_model_dir, data):
+    """Training keeps norms, embeddings and LoRA in float32; predict casts them to compute_dtype, 4-bit untouched."""
+    module = tiny_module(tiny_model_dir, compute_dtype="bfloat16")
+    assert torch.float32 in {p.dtype for p in module.model.parameters()}
+    rotary = {name: b.dtype for name, b in module.model.named_buffers()}
+    outputs = _quiet_trainer().predict(module, data.val_dataloader())
+    assert {p.dtype for p in module.model.parameters()} == {torch.bfloat16, torch.uint8}
+    assert {name: b.dtype for name, b in module.model.named_buffers()} == rotary
+    assert sum(len(batch["id"]) for batch in outputs) == 12
+    with pytest.raises(RuntimeError, match="cannot be trained further"):
+        _quiet_trainer(max_steps=1).fit(module, data)
+
+
+def test_inference_cast_can_be_switched_off(tiny_model_dir, data):
+    module = tiny_module(tiny_model_dir, compute_dtype="bfloat16", inference_in_compute_dtype=False)
+    _quiet_trainer().predict(module, data.val_dataloader())
+    # (bitsandbytes itself casts a 4-bit layer's bias to the compute dtype on its first forward)
+    kept = {n: p.dtype for n, p in module.model.named_parameters() if any(k in n for k in ("lora_", "norm", "embed"))}
+    assert kept and set(kept.values()) == {torch.float32}
