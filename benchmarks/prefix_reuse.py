@@ -7,6 +7,8 @@ shared prompt prefix once. Probabilities are compared item by item.
     python benchmarks/prefix_reuse.py                    # CPU: Qwen2-shaped h512 l4 random model, all 869 rows
     python benchmarks/prefix_reuse.py --model artifacts/gemma-3-270m --rows 200
     python benchmarks/prefix_reuse.py --preset qwen2.5-32b --data-dir DIR   # GPU
+    python benchmarks/prefix_reuse.py --rows 200 --dtype bfloat16 --noise-floor
+        # how far bf16 rounding alone moves the plain path (batched vs one row at a time), beside reuse vs plain
 """
 
 from __future__ import annotations
@@ -53,6 +55,12 @@ def main() -> None:
         "--profile-rows", type=int, default=0, help="GPU: then profile a plain pass over this many rows"
     )
     parser.add_argument("--quantization", default="nf4", choices=["nf4", "none"])
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], help="default: bfloat16 on a GPU, else float32")
+    parser.add_argument(
+        "--noise-floor",
+        action="store_true",
+        help="also run the plain path one row at a time: how far two plain paths differ at this dtype",
+    )
     parser.add_argument(
         "--skip-plain", action="store_true", help="time prefix reuse only (no comparison; when GPU time is short)"
     )
@@ -60,7 +68,7 @@ def main() -> None:
     threads = set_threads()
     path = Path(args.model) if args.model else model_dir(args.hidden, args.layers)
     gpu = torch.cuda.is_available()
-    dtype = "bfloat16" if gpu else "float32"
+    dtype = args.dtype or ("bfloat16" if gpu else "float32")
     module = QLoRAMultipleChoice(str(path), quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     if args.preset:
         device = torch.device("cuda" if gpu else "cpu")
@@ -74,13 +82,13 @@ def main() -> None:
         if args.profile_rows:
             write_items(items[: args.profile_rows], scratch / "profile.csv")
 
-        def predict(rows: str, reuse: bool) -> tuple[float, list, MultipleChoiceDataModule]:
+        def predict(rows: str, reuse: bool, one_by_one: bool = False) -> tuple[float, list, MultipleChoiceDataModule]:
             datamodule = MultipleChoiceDataModule(
                 str(path),
                 predict_path=str(scratch / rows),
                 max_length=args.max_length,
-                eval_batch_size=args.batch_size,
-                eval_tokens_per_batch=args.tokens_per_batch,
+                eval_batch_size=1 if one_by_one else args.batch_size,
+                eval_tokens_per_batch=None if one_by_one else args.tokens_per_batch,
                 cache_dir=str(scratch / "cache"),
                 prefix_reuse=reuse,
             )
@@ -104,6 +112,9 @@ def main() -> None:
                 groups = datamodule.encoded["predict"]["prefix_group"]
                 shared = datamodule.encoded["predict"]["prefix_length"]
                 lengths = datamodule.encoded["predict"]["length"]
+        if args.noise_floor:
+            _, outputs, _ = predict("items.csv", False, one_by_one=True)
+            single = {i: p for b in outputs for i, p in zip(b["id"], b["probabilities"], strict=True)}
         if gpu and args.profile_rows:
             profile_gpu(lambda: predict("profile.csv", False))
     if args.skip_plain:  # the reuse pass compared with itself: no speedup, no verdict
@@ -112,9 +123,16 @@ def main() -> None:
     difference = max(float((plain[i] - reused[i]).abs().max()) for i in plain)
     flipped = [i for i in plain if int(plain[i].argmax()) != int(reused[i].argmax())]
     same_answers = not flipped
-    tolerance = 1e-2 if gpu else 1e-4
+    tolerance = 1e-2 if dtype == "bfloat16" else 1e-4  # bf16 keeps ~3 significant digits
     verdict = "identical" if same_answers and difference <= tolerance else "differ"
     verdict = "no plain pass" if args.skip_plain else verdict
+    if flipped:
+        verdict += f" ({len(flipped)} answers)"
+    if args.noise_floor:  # the same comparison between two plain paths: batched and one row at a time
+        floor = max(float((results[False][1][i] - single[i]).abs().max()) for i in single)
+        floor_flips = sum(int(results[False][1][i].argmax()) != int(single[i].argmax()) for i in single)
+        print(f"noise floor, plain batched vs plain one row at a time: max |dp| {floor:.2e}, {floor_flips} answers")
+        verdict += f"; plain batched vs batch 1: max abs dp {floor:.1e}, {floor_flips} answers differ"
     grouped = sum(g >= 0 for g in groups)
     saved = tokens_not_recomputed(groups, shared)
     speedup = plain_seconds / reuse_seconds
@@ -133,7 +151,8 @@ def main() -> None:
         ["model", "rows", "grouped rows", "tokens saved", "plain s", "reuse s", "speedup", "max abs dp", "predictions"],
         [
             f"{model_name} {args.quantization}"
-            + (f", {args.tokens_per_batch} tok/batch" if args.tokens_per_batch else ""),
+            + (f", {args.tokens_per_batch} tok/batch" if args.tokens_per_batch else "")
+            + (f", {dtype}" if args.dtype else ""),
             len(items),
             grouped,
             f"{saved / sum(lengths):.1%}",
