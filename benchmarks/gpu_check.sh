@@ -35,7 +35,7 @@ step() {  # step SECONDS SCRIPT ARGS...: one benchmark, logged, stopped at its l
   fi
   echo "== $* (limit ${limit}s, ${SECONDS}s into the run)" | tee -a "$log"
   local start=$SECONDS
-  timeout "$limit" python3 "$@" --data-dir "$DATA" 2>&1 | grep --line-buffered -v -e "it/s\]" -e "examples/s]" -e "Tip:" -e "changed 0 item" \
+  timeout -k 15 "$limit" python3 "$@" --data-dir "$DATA" 2>&1 | grep --line-buffered -v -e "it/s\]" -e "examples/s]" -e "Tip:" -e "changed 0 item" \
     | tee -a "$log"
   echo "== exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" | tee -a "$log"
   cp benchmarks/RESULTS.md "$OUT/RESULTS.md"

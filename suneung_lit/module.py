@@ -12,6 +12,7 @@ from typing import Any, Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
@@ -109,11 +110,11 @@ class QLoRAMultipleChoice(L.LightningModule):
             of the JSON object, and extracts the answer (``suneung_lit.reasoning``); texts without a usable answer
             are scored at an answer position appended after them. Validate, test and predict only.
         max_new_tokens: longest generated text in ``generate`` mode.
-        inference_in_compute_dtype: test and predict run every unquantized weight (norms, embeddings, head, LoRA
-            adapters) in ``compute_dtype``. Training keeps them in float32 for stability, which would make every
-            activation of an inference pass float32 too (a 32B predict on an H100 spent 40% of its GPU time in
-            float32 attention and dtype casts). Validation inside ``fit`` keeps the training dtypes; a module that
-            ran test or predict this way is not trained further.
+        inference_in_compute_dtype: validate, test and predict runs put every unquantized weight (norms,
+            embeddings, head, LoRA adapters) in ``compute_dtype``. Training keeps them in float32 for stability,
+            which would make every activation of an inference pass float32 too (a 32B predict on an H100 spent
+            40% of its GPU time in float32 attention and dtype casts). Validation inside ``fit`` keeps the training
+            dtypes; a module that ran validate, test or predict this way is not trained further.
     """
 
     def __init__(
@@ -417,6 +418,10 @@ class QLoRAMultipleChoice(L.LightningModule):
         if cast_unquantized(self.model, getattr(torch, hp.compute_dtype)):
             self._cast_for_inference = True
 
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == TrainerFn.VALIDATING:  # a validate run, not the validation inside fit
+            self._cast_for_inference_pass()
+
     def on_test_start(self) -> None:
         self._cast_for_inference_pass()
 
@@ -426,8 +431,8 @@ class QLoRAMultipleChoice(L.LightningModule):
     def on_fit_start(self) -> None:
         if self._cast_for_inference:
             raise RuntimeError(
-                "this module ran test/predict with its weights cast to model.compute_dtype and cannot be trained "
-                "further; build a new one (or set model.inference_in_compute_dtype false)"
+                "this module ran validate/test/predict with its weights cast to model.compute_dtype and cannot be "
+                "trained further; build a new one (or set model.inference_in_compute_dtype false)"
             )
 
     def on_validation_epoch_start(self) -> None:

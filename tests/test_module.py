@@ -213,6 +213,15 @@ def test_predict_runs_unquantized_weights_in_compute_dtype(tiny_model_dir, data)
         _quiet_trainer(max_steps=1).fit(module, data)
 
 
+def test_validate_run_casts_but_validation_inside_fit_does_not(tiny_model_dir, data):
+    training = tiny_module(tiny_model_dir, compute_dtype="bfloat16")
+    _quiet_trainer(max_steps=1, limit_val_batches=1, num_sanity_val_steps=1).fit(training, data)
+    assert torch.float32 in {p.dtype for p in training.model.parameters() if p.requires_grad}
+    validating = tiny_module(tiny_model_dir, compute_dtype="bfloat16")
+    _quiet_trainer(limit_val_batches=1).validate(validating, data)
+    assert {p.dtype for p in validating.model.parameters()} == {torch.bfloat16, torch.uint8}
+
+
 def test_inference_cast_can_be_switched_off(tiny_model_dir, data):
     module = tiny_module(tiny_model_dir, compute_dtype="bfloat16", inference_in_compute_dtype=False)
     _quiet_trainer().predict(module, data.val_dataloader())
