@@ -9,7 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
+import lightning as L
 import torch
+from lightning.pytorch.strategies import SingleDeviceStrategy
 
 from suneung_lit.data.prompts import prompt_token_counts
 
@@ -226,22 +228,22 @@ def profile_gpu(run, top: int = 15) -> dict[str, float]:
     return {**totals, "wall": wall, "kernels": busy}
 
 
-def predict_trainer(callbacks: list | None = None):
-    """A quiet one-device Trainer for timed predict passes that leaves the module where it ran.
+class StayOnDevice(SingleDeviceStrategy):
+    """One-device strategy whose teardown leaves the module where it ran.
 
-    Lightning's strategy teardown moves the module to the CPU when ``predict`` returns; for a 32B model that is a
-    ~20 GB copy inside the timed call, and another one back before the next pass. Benchmarks predict several times
-    with one model, so on a GPU the strategy skips that move.
+    Lightning's teardown moves the module to the CPU when ``predict`` returns; for a 32B model that is a ~20 GB
+    copy inside the timed call, and another one back before the next pass. Benchmarks predict several times with
+    one model.
     """
-    import lightning as L
-    from lightning.pytorch.strategies import SingleDeviceStrategy
 
-    class StayOnDevice(SingleDeviceStrategy):
-        def teardown(self) -> None:
-            self.precision_plugin.teardown()
-            self.accelerator.teardown()
-            self.checkpoint_io.teardown()
+    def teardown(self) -> None:
+        self.precision_plugin.teardown()
+        self.accelerator.teardown()
+        self.checkpoint_io.teardown()
 
+
+def predict_trainer(callbacks: list | None = None) -> L.Trainer:
+    """A quiet one-device Trainer for timed predict passes, in the GPU configs' precision on a GPU."""
     gpu = torch.cuda.is_available()
     return L.Trainer(
         accelerator="gpu" if gpu else "cpu",
