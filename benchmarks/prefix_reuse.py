@@ -39,6 +39,12 @@ from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 from suneung_lit.prefix_reuse import tokens_not_recomputed  # noqa: E402
 
 
+def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, list[str]]:
+    """Largest probability difference between two runs over the same ids, and the ids whose answers differ."""
+    difference = max(float((a[i] - b[i]).abs().max()) for i in a)
+    return difference, [i for i in a if int(a[i].argmax()) != int(b[i].argmax())]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a model folder (default: a random Qwen2-shaped --hidden/--layers model)")
@@ -82,7 +88,7 @@ def main() -> None:
         if args.profile_rows:
             write_items(items[: args.profile_rows], scratch / "profile.csv")
 
-        def predict(rows: str, reuse: bool, one_by_one: bool = False) -> tuple[float, list, MultipleChoiceDataModule]:
+        def predict(rows: str, reuse: bool, one_by_one: bool = False) -> tuple[float, dict, MultipleChoiceDataModule]:
             datamodule = MultipleChoiceDataModule(
                 str(path),
                 predict_path=str(scratch / rows),
@@ -98,14 +104,14 @@ def main() -> None:
             if gpu:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
-            return seconds, outputs, datamodule
+            probabilities = {i: p for b in outputs for i, p in zip(b["id"], b["probabilities"], strict=True)}
+            return seconds, probabilities, datamodule
 
         for reuse in (False, True):  # untimed: loads the model, compiles both paths' kernels
             predict("warmup.csv", reuse)
         # Prefix reuse first: on a GPU its time is the headline figure, kept even if the plain pass is cut off.
         for reuse in (True,) if args.skip_plain else (True, False):
-            seconds, outputs, datamodule = predict("items.csv", reuse)
-            probabilities = {i: p for b in outputs for i, p in zip(b["id"], b["probabilities"], strict=True)}
+            seconds, probabilities, datamodule = predict("items.csv", reuse)
             results[reuse] = (seconds, probabilities)
             print(f"{'prefix reuse' if reuse else 'plain'}: {len(items)} rows in {seconds:.1f} s", flush=True)
             if reuse:
@@ -113,26 +119,24 @@ def main() -> None:
                 shared = datamodule.encoded["predict"]["prefix_length"]
                 lengths = datamodule.encoded["predict"]["length"]
         if args.noise_floor:
-            _, outputs, _ = predict("items.csv", False, one_by_one=True)
-            single = {i: p for b in outputs for i, p in zip(b["id"], b["probabilities"], strict=True)}
+            _, single, _ = predict("items.csv", False, one_by_one=True)
         if gpu and args.profile_rows:
             profile_gpu(lambda: predict("profile.csv", False))
     if args.skip_plain:  # the reuse pass compared with itself: no speedup, no verdict
         results[False] = (float("nan"), results[True][1])
     (plain_seconds, plain), (reuse_seconds, reused) = results[False], results[True]
-    difference = max(float((plain[i] - reused[i]).abs().max()) for i in plain)
-    flipped = [i for i in plain if int(plain[i].argmax()) != int(reused[i].argmax())]
-    same_answers = not flipped
+    difference, flipped = compare(plain, reused)
     tolerance = 1e-2 if dtype == "bfloat16" else 1e-4  # bf16 keeps ~3 significant digits
-    verdict = "identical" if same_answers and difference <= tolerance else "differ"
+    verdict = "identical" if not flipped and difference <= tolerance else "differ"
     verdict = "no plain pass" if args.skip_plain else verdict
     if flipped:
         verdict += f" ({len(flipped)} answers)"
     if args.noise_floor:  # the same comparison between two plain paths: batched and one row at a time
-        floor = max(float((results[False][1][i] - single[i]).abs().max()) for i in single)
-        floor_flips = sum(int(results[False][1][i].argmax()) != int(single[i].argmax()) for i in single)
-        print(f"noise floor, plain batched vs plain one row at a time: max |dp| {floor:.2e}, {floor_flips} answers")
-        verdict += f"; plain batched vs batch 1: max abs dp {floor:.1e}, {floor_flips} answers differ"
+        floor, floor_flips = compare(plain, single)
+        print(
+            f"noise floor, plain batched vs plain one row at a time: max |dp| {floor:.2e}, {len(floor_flips)} answers"
+        )
+        verdict += f"; plain batched vs batch 1: max abs dp {floor:.1e}, {len(floor_flips)} answers differ"
     grouped = sum(g >= 0 for g in groups)
     saved = tokens_not_recomputed(groups, shared)
     speedup = plain_seconds / reuse_seconds

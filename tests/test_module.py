@@ -37,6 +37,18 @@ def data(tiny_model_dir, tmp_path):
     return datamodule
 
 
+def _quiet_trainer(**settings) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        **settings,
+    )
+
+
 def test_base_model_is_4bit_with_trainable_lora_only(tiny_model_dir):
     module = tiny_module(tiny_model_dir)
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in module.model.modules())
@@ -131,17 +143,7 @@ def test_avx512bf16_repack_is_switched_off_before_training(tiny_model_dir, monke
 def test_fit_after_sanity_validation_on_cpu_4bit(tiny_model_dir, data):
     """Lightning's sanity-check validation (eval, no grad) followed by training steps, on the 4-bit CPU path."""
     module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=3,
-        num_sanity_val_steps=1,
-        limit_val_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = _quiet_trainer(max_steps=3, num_sanity_val_steps=1, limit_val_batches=1)
     trainer.fit(module, data)
     assert trainer.global_step == 3
     assert all(not m.support_avx512bf16_for_cpu for m in module.modules() if isinstance(m, bnb.nn.Linear4bit))
@@ -162,13 +164,7 @@ def test_validation_reports_accuracy_per_source(tiny_model_dir, tmp_path):
         eval_batch_size=5,
     )
     module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-    )
+    trainer = _quiet_trainer()
     [metrics] = trainer.validate(module, datamodule)
     assert datamodule.groups == ["click", "kmmlu"]
     overall, click, kmmlu = metrics["val/acc"], metrics["val/acc/click"], metrics["val/acc/kmmlu"]
@@ -186,18 +182,6 @@ def test_checkpoint_from_another_base_model_of_the_same_shape_is_refused(tiny_mo
     unquantized_bf16.on_load_checkpoint(checkpoint)  # the same base loaded another way loads too
     with pytest.raises(CheckpointMismatchError, match="differs \\(embedding_sha256\\)"):
         tiny_module(other).on_load_checkpoint(checkpoint)
-
-
-def _quiet_trainer(**settings) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        use_distributed_sampler=False,
-        **settings,
-    )
 
 
 def test_predict_runs_unquantized_weights_in_compute_dtype(tiny_model_dir, data):
