@@ -9,7 +9,51 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-COMPETITION_DATA = REPO.parent / "shared" / "data" / "generationfornlp"
+# The competition files sit beside the checkout on our machines and in CI, never in a user's clone.
+# SUNEUNG_LIT_COMPETITION_DATA points elsewhere (CI points it at an empty folder to run the suite as a fresh clone).
+COMPETITION_DATA = Path(
+    os.environ.get("SUNEUNG_LIT_COMPETITION_DATA") or REPO.parent / "shared" / "data" / "generationfornlp"
+)
+COMPETITION_REASON = (
+    f"needs the competition files: copy generationfornlp's train.csv and test.csv to {COMPETITION_DATA} "
+    "(or set SUNEUNG_LIT_COMPETITION_DATA to their folder)"
+)
+# Real Korean reading items shipped with the tests (KLUE, CC BY-SA 4.0; provenance in the folder's README).
+KLUE_READING = FIXTURES / "klue" / "klue_reading.jsonl"
+
+
+def competition_marks(*names: str) -> list[pytest.MarkDecorator]:
+    """A test about the competition files themselves: marked ``competition``, skipped (naming where to copy
+    them) when one of ``names`` (default train.csv) is absent."""
+    present = all((COMPETITION_DATA / name).is_file() for name in names or ("train.csv",))
+    return [pytest.mark.competition, pytest.mark.skipif(not present, reason=COMPETITION_REASON)]
+
+
+def needs_competition(*names: str):
+    """Decorator form of ``competition_marks``."""
+
+    def mark(test):
+        for marker in competition_marks(*names):
+            test = marker(test)
+        return test
+
+    return mark
+
+
+# Real text for tests whose point is a property of real text: the shipped KLUE items everywhere, and the
+# competition file too where it is present (nothing that ran on it is lost).
+REAL_TEXT = [pytest.param("klue"), pytest.param("competition", marks=competition_marks("train.csv", "test.csv"))]
+
+
+def real_items(source: str = "klue", competition_file: str = "test.csv"):
+    """The real items of ``source``: ``klue`` (shipped) or ``competition`` (``competition_file`` of that set)."""
+    from suneung_lit.data.records import load_items
+
+    if source == "klue":
+        return load_items(KLUE_READING)
+    if source == "competition":
+        return load_items(COMPETITION_DATA / competition_file)
+    raise ValueError(f"unknown real-text source {source!r}")
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,9 @@ from suneung_lit.data.prompts import load_template
 from suneung_lit.data.records import Item, load_items, write_items
 from suneung_lit.data.tokenization import encode_items, encoding_stats
 
-from .conftest import COMPETITION_DATA, REPO
+from .conftest import COMPETITION_DATA, REPO, competition_marks
 
-pytestmark = pytest.mark.skipif(
-    not (COMPETITION_DATA / "train.csv").is_file(), reason=f"competition data not found at {COMPETITION_DATA}"
-)
+pytestmark = competition_marks("train.csv", "test.csv")
 
 
 @pytest.mark.parametrize(("name", "rows", "with_plus"), [("train", 2031, 0), ("test", 869, 44)])

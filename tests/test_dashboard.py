@@ -32,7 +32,7 @@ from suneung_lit.data.synthetic import make_items
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.writer import PredictionCSVWriter
 
-from .conftest import COMPETITION_DATA
+from .conftest import COMPETITION_DATA, needs_competition
 
 SOURCES = ("국어", "사회")
 
@@ -180,7 +180,7 @@ def test_training_scalars_come_from_the_fit_event_files(run_files):
     assert scalars["run"].unique().tolist() == ["version_0"]
 
 
-@pytest.mark.skipif(not (COMPETITION_DATA / "train.csv").is_file(), reason="competition data not found")
+@needs_competition("train.csv")
 def test_the_real_train_set_frames_and_filters_quickly_enough_to_stay_fluid(tokenizer):
     items = load_items(COMPETITION_DATA / "train.csv")
     started = time.perf_counter()
@@ -221,7 +221,7 @@ def test_data_page_filters_items_and_shows_one_as_the_model_sees_it(run_files, t
     assert "prompt tokens (base template, after the default cleaning)" in page.caption[0].value
 
 
-@pytest.mark.skipif(not (COMPETITION_DATA / "train.csv").is_file(), reason="competition data not found")
+@needs_competition("train.csv")
 def test_data_page_shows_real_items_cleaned_as_the_data_module_cleans_them(run_files, tokenizer):
     page = app(run_files, "Data", data_path=str(COMPETITION_DATA / "train.csv"))
     assert not page.exception and page.metric[0].value == "2031 of 2031"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from suneung_lit.data.records import load_items, write_items
+from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 from suneung_lit.reasoning.generation import _closes_json
 
-from .conftest import COMPETITION_DATA
+from .conftest import real_items
 from .test_cli_end_to_end import common_args, run_cli
 
 
@@ -47,7 +47,7 @@ def test_generate_mode_with_the_tiny_model_falls_back_and_writes_every_id(tiny_m
 
 @pytest.mark.slow
 def test_generate_mode_on_gemma_extracts_answers_from_real_text(gemma_dir, tmp_path):
-    items = [i for i in load_items(COMPETITION_DATA / "train.csv") if len(i.paragraph) < 300][:2]
+    items = [i for i in real_items() if len(i.paragraph) < 300][:2]
     write_items(items, tmp_path / "predict.csv")
     args = [
         *common_args(gemma_dir, tmp_path, "gemma270m.yaml"),

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
-from suneung_lit.data.records import load_items, write_items
+from suneung_lit.data.records import write_items
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.prefix_reuse import common_prefix_length, prefix_groups, tokens_not_recomputed
 
-from .conftest import COMPETITION_DATA
+from .conftest import REAL_TEXT, real_items
 
 
 def test_common_prefix_leaves_every_sequence_a_token_of_its_own():
@@ -34,9 +34,9 @@ def test_each_group_saves_its_prefix_once_per_row_beyond_the_first():
     assert tokens_not_recomputed([0, 0, 0, -1, 1, 1], [80, 80, 80, 0, 30, 30]) == 2 * 80 + 30
 
 
-def sharing_items(count_groups: int, singles: int):
-    """Real competition test items: a few paragraphs asked about more than once, plus single items."""
-    items = load_items(COMPETITION_DATA / "test.csv")
+def sharing_items(source: str, count_groups: int, singles: int):
+    """Real items: a few paragraphs asked about more than once, plus single items."""
+    items = real_items(source)
     counts = Counter(item.paragraph for item in items)
     shared = sorted({i.paragraph for i in items if counts[i.paragraph] > 1}, key=len)[:count_groups]
     chosen = [i for i in items if i.paragraph in shared]
@@ -60,9 +60,12 @@ def predict(model_dir, path, tmp_path, prefix_reuse: bool, **model_settings):
     return rows, groups
 
 
+@pytest.mark.parametrize("source", REAL_TEXT)
 @pytest.mark.parametrize("quantization", ["none", "nf4"])
-def test_prefix_reuse_gives_the_plain_probabilities_on_real_shared_paragraphs(tiny_model_dir, tmp_path, quantization):
-    write_items(sharing_items(3, 4), tmp_path / "items.csv")
+def test_prefix_reuse_gives_the_plain_probabilities_on_real_shared_paragraphs(
+    tiny_model_dir, tmp_path, quantization, source
+):
+    write_items(sharing_items(source, 3, 4), tmp_path / "items.csv")
     settings = dict(quantization=quantization, dtype="float32", compute_dtype="float32")
     plain, _ = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, **settings)
     reused, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, True, **settings)
@@ -73,8 +76,9 @@ def test_prefix_reuse_gives_the_plain_probabilities_on_real_shared_paragraphs(ti
 
 
 @pytest.mark.slow
-def test_prefix_reuse_matches_plain_scores_on_gemma_past_its_sliding_window(gemma_dir, tmp_path):
-    items = load_items(COMPETITION_DATA / "test.csv")
+@pytest.mark.parametrize("source", REAL_TEXT)
+def test_prefix_reuse_matches_plain_scores_on_gemma_past_its_sliding_window(gemma_dir, tmp_path, source):
+    items = real_items(source)
     counts = Counter(item.paragraph for item in items)
     long_shared = next(p for p in sorted(counts, key=len) if counts[p] > 1 and len(p) > 900)
     write_items([i for i in items if i.paragraph == long_shared], tmp_path / "items.csv")

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
-from suneung_lit.data.records import Item, load_items, write_items
+from suneung_lit.data.records import Item, write_items
 from suneung_lit.data.synthetic import make_items
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.scoring import answer_logits
 
-from .conftest import COMPETITION_DATA
+from .conftest import REAL_TEXT, real_items
 from .test_cli_end_to_end import common_args, run_cli
 
 pytestmark = pytest.mark.slow
@@ -57,15 +57,15 @@ def test_plain_text_prompts_start_with_bos_and_end_right_before_the_digit(gemma_
     assert tokenizer.decode(ids[-4:]) == "정답: "
 
 
-def long_and_short_items() -> list[Item]:
-    """One competition item past Gemma's 512-token sliding window, and a short one padded to its length."""
-    items = load_items(COMPETITION_DATA / "train.csv")
-    by_length = sorted(items, key=lambda item: len(item.paragraph))
+def long_and_short_items(source: str) -> list[Item]:
+    """One real item past Gemma's 512-token sliding window, and a short one padded to its length."""
+    by_length = sorted(real_items(source, competition_file="train.csv"), key=lambda item: len(item.paragraph))
     return [by_length[-1], by_length[0]]
 
 
-def test_left_padding_matches_unpadded_scores_across_the_sliding_window(gemma_dir, tmp_path):
-    write_items(long_and_short_items(), tmp_path / "items.csv")
+@pytest.mark.parametrize("source", REAL_TEXT)
+def test_left_padding_matches_unpadded_scores_across_the_sliding_window(gemma_dir, tmp_path, source):
+    write_items(long_and_short_items(source), tmp_path / "items.csv")
     datamodule = MultipleChoiceDataModule(
         str(gemma_dir), predict_path=str(tmp_path / "items.csv"), max_length=1024, eval_batch_size=2
     )
@@ -110,9 +110,9 @@ def write_work(work: Path) -> list[Item]:
     # Synthetic items state the answer number in the paragraph: a real LM can learn to read it in a few steps.
     write_items(make_items(32, seed=21, prefix="train"), work / "train.csv")
     write_items(make_items(20, seed=22, prefix="val"), work / "val.csv", "flat")
-    competition = load_items(COMPETITION_DATA / "test.csv")[:4]
-    write_items(competition, work / "predict.csv")
-    return competition
+    real = real_items()[:4]
+    write_items(real, work / "predict.csv")
+    return real
 
 
 def assert_predicts_every_id(work: Path, items: list[Item]) -> None:
@@ -123,7 +123,7 @@ def assert_predicts_every_id(work: Path, items: list[Item]) -> None:
 
 
 def test_short_cli_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path):
-    competition = write_work(tmp_path)
+    real = write_work(tmp_path)
     args = gemma_args(gemma_dir, tmp_path, "none")
     before = val_metrics(run_cli("validate", *args, cwd=tmp_path))
     run_cli("fit", *args, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", cwd=tmp_path)
@@ -131,13 +131,13 @@ def test_short_cli_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_di
     after = val_metrics(run_cli("validate", *args, *checkpoint, cwd=tmp_path))
     assert after["val/loss"] < before["val/loss"] - 0.1, (before, after)
     run_cli("predict", *args, *checkpoint, cwd=tmp_path)
-    assert_predicts_every_id(tmp_path, competition)
+    assert_predicts_every_id(tmp_path, real)
 
 
 def test_4bit_gemma_fits_and_predicts_through_the_cli(gemma_dir, tmp_path):
-    competition = write_work(tmp_path)
+    real = write_work(tmp_path)
     args = gemma_args(gemma_dir, tmp_path, "nf4")
     output = run_cli("fit", *args, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", cwd=tmp_path)
     assert "max_steps=2` reached" in output
     run_cli("predict", *args, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"), cwd=tmp_path)
-    assert_predicts_every_id(tmp_path, competition)
+    assert_predicts_every_id(tmp_path, real)
