@@ -17,11 +17,22 @@ Each figure has a 95% Wilson interval; throughput is tokens/s over the scored pr
     python -m suneung_lit.models get gemma-3-270m --output artifacts/gemma-3-270m
     python benchmarks/accuracy.py --mode cpu     # short items (<= 448 tokens), ~30-40 min on 2 CPU cores
     python benchmarks/accuracy.py --mode full    # every item at 2048 tokens, bf16, for a GPU
+    python -m suneung_lit.models get qwen2.5-coder-1.5b-instruct --output artifacts/qwen2.5-coder-1.5b-instruct
+    python benchmarks/accuracy.py --mode qwen-cpu --model artifacts/qwen2.5-coder-1.5b-instruct
+
+The competition's train rows come from two sources, told apart by their choice count: the 5-choice rows (ids
+1380-2899) are reading items written from KLUE-MRC news articles, the 4-choice rows (ids 425-1379) knowledge
+items from MMMLU/KMMLU. The split is paragraph-grouped within each source and every figure is reported per
+source; ``--outcomes`` keeps each item's right/wrong per reading, so that two runs on the same items (a template,
+a fine-tune) can be compared pairwise (``suneung_lit.evaluation.paired_difference``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import json
 import sys
 import tempfile
 import time
@@ -47,14 +58,30 @@ from suneung_lit.debias import (  # noqa: E402
     fit_position_offsets,
     split_shifted_id,
 )
-from suneung_lit.evaluation import Accuracy, accuracy, balanced_copies, best_constant  # noqa: E402
+from suneung_lit.evaluation import (  # noqa: E402
+    Accuracy,
+    accuracy,
+    balanced_copies,
+    best_constant,
+    paired_difference,
+)
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
 MODES = {
     # Short items keep a CPU run under 40 minutes; the competition's short items are all 4-choice.
     "cpu": dict(max_tokens=448, max_heldout=120, max_train=None, epochs=1, precision="32-true", dtype="float32"),
     "full": dict(max_tokens=2048, max_heldout=None, max_train=None, epochs=2, precision="bf16-mixed", dtype="bfloat16"),
+    # A real 1.5B model on a 2-core CPU: bf16 runs 2.5x faster than float32 on CPUs with AVX-512 BF16; held-out
+    # and train counts are per source.
+    "qwen-cpu": dict(max_tokens=1024, max_heldout=24, max_train=80, epochs=1, precision="bf16-mixed", dtype="bfloat16"),
 }
+READING, KNOWLEDGE = "reading (KLUE-MRC)", "knowledge (MMMLU/KMMLU)"
+
+
+def with_source(item: Item) -> Item:
+    """Label a competition train row with its source (see the module docstring)."""
+    source = READING if item.num_choices == 5 else KNOWLEDGE
+    return dataclasses.replace(item, metadata={**item.metadata, "source": source})
 
 
 @dataclass
@@ -131,8 +158,8 @@ def cross_fitted_offsets(scored: Scored) -> list[dict[int, torch.Tensor]]:
     return fitted
 
 
-def readings(scored: Scored, pride_fraction: float, seed: int) -> dict[str, Accuracy]:
-    """Accuracy with each debiasing (natural and balanced copies) beside the best constant predictors.
+def outcomes(scored: Scored, pride_fraction: float, seed: int) -> dict[str, list[bool]]:
+    """Each reading's right/wrong per scored row (natural: one per item; balanced: one per shifted copy).
 
     Every reading comes from the same forward passes: ``pride`` uses the cyclic passes of its calibration
     items and one pass (per copy) for the rest, ``offsets`` is fitted on the other half of the items.
@@ -144,12 +171,11 @@ def readings(scored: Scored, pride_fraction: float, seed: int) -> dict[str, Accu
         shifts = scored.copies[items[index].id]
         prior.update(torch.stack([shifts[s] for s in range(items[index].num_choices)]), items[index].num_choices)
     offsets = cross_fitted_offsets(scored)
-    predicted: dict[str, list[int]] = defaultdict(list)
-    gold: dict[str, list[int]] = defaultdict(list)
+    right: dict[str, list[bool]] = defaultdict(list)
     for index, item in enumerate(items):
         n, shifts = item.num_choices, scored.copies[item.id]
         cyclic = int(cyclic_average(shifts, n).argmax())
-        predicted["cyclic"].append(cyclic + 1)
+        right["cyclic"].append(cyclic + 1 == item.answer)
         for shift, log_probs in sorted(shifts.items()):
             answer = (item.answer - 1 + shift) % n + 1
             pride = (cyclic + shift) % n if index in calibration else int((log_probs - prior.log_prior(n)).argmax())
@@ -160,17 +186,40 @@ def readings(scored: Scored, pride_fraction: float, seed: int) -> dict[str, Accu
             }
             for name, choice in choices.items():
                 for reading in ("balanced",) + (("natural",) if shift == 0 else ()):
-                    predicted[f"{name} {reading}"].append(choice + 1)
-                    gold[f"{name} {reading}"].append(answer)
+                    right[f"{name} {reading}"].append(choice + 1 == answer)
+    return dict(right)
+
+
+def readings(scored: Scored, right: dict[str, list[bool]]) -> dict[str, Accuracy]:
+    """Accuracy of each reading beside the best constant predictors on the same items."""
+    items = scored.items
     natural_gold = [item.answer for item in items]
     constant_position, constant = best_constant(natural_gold, [item.num_choices for item in items])
+    # Each item's shifted copies put the answer at every position once: a constant is right once per item.
+    balanced_gold = [
+        (item.answer - 1 + shift) % item.num_choices + 1 for item in items for shift in range(item.num_choices)
+    ]
     balanced_counts = [item.num_choices for item in items for _ in range(item.num_choices)]
-    _, balanced_constant = best_constant(gold["none balanced"], balanced_counts)
-    result = {"cyclic": accuracy(predicted.pop("cyclic"), natural_gold)}
-    result.update({name: accuracy(values, gold[name]) for name, values in sorted(predicted.items())})
+    _, balanced_constant = best_constant(balanced_gold, balanced_counts)
+    result = {
+        name: accuracy([1] * sum(values) + [0] * (len(values) - sum(values)), [1] * len(values))
+        for name, values in sorted(right.items())
+    }
     result[f"constant natural (always {constant_position})"] = constant
     result["constant balanced"] = balanced_constant
     return result
+
+
+def by_source(scored: Scored) -> dict[str, Scored]:
+    """The whole set, then one subset per source/category column (when the items carry one)."""
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for item in scored.items:
+        if group_of(item):
+            groups[group_of(item)].append(item)
+    subsets = {"all": scored}
+    if len(groups) > 1:
+        subsets.update({name: dataclasses.replace(scored, items=members) for name, members in sorted(groups.items())})
+    return subsets
 
 
 def per_group(scored: Scored) -> dict[str, Accuracy]:
@@ -183,22 +232,70 @@ def per_group(scored: Scored) -> dict[str, Accuracy]:
     return {name: accuracy(p, g) for name, (p, g) in sorted(groups.items())}
 
 
-def report(title: str, scored: Scored, args) -> dict[str, Accuracy]:
-    values = readings(scored, args.pride_fraction, args.seed)
+def report(title: str, scored: Scored, args) -> dict[str, tuple[dict[str, Accuracy], dict[str, list[bool]]]]:
+    """Print and return every reading, for the whole set and per source, with each row's right/wrong."""
     predicted = Counter(int(scored.copies[item.id][0].argmax()) + 1 for item in scored.items)
     print(f"\n{title}: {len(scored.items)} items, {scored.tokens / scored.seconds:.0f} tokens/s scored")
     print(f"  natural predictions by position   {dict(sorted(predicted.items()))}")
-    for name, value in {**values, **{f"group {k}": v for k, v in per_group(scored).items()}}.items():
-        print(f"  {name:32s} {value}")
-    return values
+    result = {}
+    for name, subset in by_source(scored).items():
+        right = outcomes(subset, args.pride_fraction, args.seed)
+        result[name] = (readings(subset, right), right)
+        print(f"  -- {name} ({len(subset.items)} items)")
+        for reading, value in result[name][0].items():
+            print(f"  {reading:32s} {value}")
+    return result
 
 
 def competition_split(args, tokenizer) -> tuple[list[Item], list[Item]]:
+    """A paragraph-grouped split within each source; ``max_train``/``max_heldout`` count per source."""
     items, _ = clean(load_items(Path(args.data_dir) / "train.csv"))
-    train, heldout = grouped_split(items, args.val_fraction, args.split_seed)
-    train = fitting_items(train, tokenizer, args.max_tokens, args.template, args.max_train)
-    heldout = fitting_items(heldout, tokenizer, args.max_tokens, args.template, args.max_heldout)
+    train, heldout = [], []
+    for source in (READING, KNOWLEDGE):
+        part = [with_source(item) for item in items if with_source(item).metadata["source"] == source]
+        part_train, part_heldout = grouped_split(part, args.val_fraction, args.split_seed)
+        train += fitting_items(part_train, tokenizer, args.max_tokens, args.template, args.max_train)
+        heldout += fitting_items(part_heldout, tokenizer, args.max_tokens, args.template, args.max_heldout)
     return train, heldout
+
+
+READING_COLUMNS = [
+    "model",
+    "held-out",
+    "phase",
+    "none natural / balanced",
+    "pride natural / balanced",
+    "offsets natural / balanced",
+    "cyclic",
+    "best constant natural / balanced",
+    "95% interval, none balanced",
+    "train",
+    "tok/s train / eval",
+]
+
+
+def record(args, name: str, items: list[Item], phase: str, values: dict[str, Accuracy], train: str, rates: str) -> None:
+    constant_key = next(k for k in values if k.startswith("constant natural"))
+    append_result(
+        "accuracy on a real model",
+        READING_COLUMNS,
+        [
+            f"{Path(args.model).name} {args.quantization} {args.template} r{args.lora_r}"
+            f"{f' top{args.lora_top_layers}' if args.lora_top_layers else ''} lr{args.learning_rate:g} "
+            f"{args.loss_over}{' balanced-train' if args.balance_train else ''}",
+            f"{name}, {len(items)} items <= {args.max_tokens} tok",
+            phase,
+            *(
+                f"{values[f'{m} natural'].value:.3f} / {values[f'{m} balanced'].value:.3f}"
+                for m in ("none", "pride", "offsets")
+            ),
+            f"{values['cyclic'].value:.3f}",
+            f"{values[constant_key].value:.3f} / {values['constant balanced'].value:.3f}",
+            f"[{values['none balanced'].low:.3f}, {values['none balanced'].high:.3f}]",
+            train,
+            rates,
+        ],
+    )
 
 
 def main() -> None:
@@ -211,13 +308,14 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--split-seed", type=int, default=42)
     parser.add_argument("--max-tokens", type=int, help="items longer than this are left out (mode default)")
-    parser.add_argument("--max-heldout", type=int, help="first N short held-out items (mode default)")
-    parser.add_argument("--max-train", type=int, help="first N short train items (mode default: all)")
+    parser.add_argument("--max-heldout", type=int, help="first N short held-out items per source (mode default)")
+    parser.add_argument("--max-train", type=int, help="first N short train items per source (mode default: all)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--precision")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
     parser.add_argument("--quantization", default="none", choices=["none", "nf4"])
     parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-top-layers", type=int, help="adapters on the last N layers only (default: all)")
     parser.add_argument("--learning-rate", type=float, default=3e-4)
     parser.add_argument("--loss-over", choices=["options", "vocab"], default="options")
     parser.add_argument("--balance-train", action=argparse.BooleanOptionalAction, default=True)
@@ -227,6 +325,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--pride-fraction", type=float, default=0.05)
     parser.add_argument("--skip-zero-shot", action="store_true")
+    parser.add_argument("--skip-fine-tune", action="store_true", help="zero-shot readings only")
+    parser.add_argument("--outcomes", type=Path, help="JSON of each item's right/wrong per reading, per phase")
     args = parser.parse_args()
     for key, value in MODES[args.mode].items():
         if getattr(args, key) is None:
@@ -243,8 +343,10 @@ def main() -> None:
     }
     print(
         f"{args.model}: train {len(train)} items (balanced={args.balance_train}), held-out {len(heldout)} "
-        f"competition items + {', '.join(f'{k}: {len(v)}' for k, v in extra.items()) or 'no extra files'}; "
-        f"<= {args.max_tokens} tokens, {args.mode} mode"
+        f"competition items ({dict(Counter(group_of(i) for i in heldout))}) + "
+        f"{', '.join(f'{k}: {len(v)}' for k, v in extra.items()) or 'no extra files'}; "
+        f"<= {args.max_tokens} tokens, {args.mode} mode, {threads} threads",
+        flush=True,
     )
     module = QLoRAMultipleChoice(
         args.model,
@@ -253,84 +355,74 @@ def main() -> None:
         dtype=args.dtype,
         lora_r=args.lora_r,
         lora_alpha=2 * args.lora_r,
+        lora_top_layers=args.lora_top_layers,
         loss_over=args.loss_over,
         learning_rate=args.learning_rate,
         attn_implementation="sdpa",
+        # The zero-shot pass comes before training: the module must stay trainable (autocast runs it in bf16).
+        inference_in_compute_dtype=False,
     )
     sets = {"competition split": heldout, **extra}
+    kept: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
-        zero_shot, zero_shot_rates = {}, {}
+        phases: dict[str, dict] = {}
         if not args.skip_zero_shot:
-            for name, items in sets.items():
-                scored = score(args, module, items, work, f"zs-{len(zero_shot)}")
-                zero_shot[name] = report(f"zero-shot, {name}", scored, args)
-                zero_shot_rates[name] = scored.tokens / scored.seconds
-        write_items(train, work / "train.csv")
-        write_items(heldout, work / "val.csv")
-        started = time.perf_counter()
-        trainer(args, max_epochs=args.epochs, accumulate_grad_batches=args.accumulate, gradient_clip_val=1.0).fit(
-            module,
-            datamodule=data_module(args, work, train_path=str(work / "train.csv"), val_path=str(work / "val.csv")),
+            for index, (set_name, items) in enumerate(sets.items()):
+                scored = score(args, module, items, work, f"zs-{index}")
+                rate = f"- / {scored.tokens / scored.seconds:.0f}"
+                phases.setdefault("zero-shot", {})[set_name] = report(f"zero-shot, {set_name}", scored, args)
+                for name, (values, _) in phases["zero-shot"][set_name].items():
+                    label = set_name if name == "all" else f"{set_name}: {name}"
+                    record(args, label, [i for i in items if name == "all" or group_of(i) == name], "zero-shot",
+                           values, "-", rate)  # fmt: skip
+        if not args.skip_fine_tune:
+            write_items(train, work / "train.csv")
+            write_items(heldout, work / "val.csv")
+            started = time.perf_counter()
+            trainer(args, max_epochs=args.epochs, accumulate_grad_batches=args.accumulate, gradient_clip_val=1.0).fit(
+                module,
+                datamodule=data_module(args, work, train_path=str(work / "train.csv"), val_path=str(work / "val.csv")),
+            )
+            train_seconds = time.perf_counter() - started
+            train_tokens = sum(prompt_token_counts(train, tokenizer, args.template)) * args.epochs
+            print(
+                f"\nfine-tuned {len(train)} items x {args.epochs} epoch(s) in {train_seconds:.0f} s, "
+                f"{train_tokens / train_seconds:.0f} tokens/s",
+                flush=True,
+            )
+            for index, (set_name, items) in enumerate(sets.items()):
+                scored = score(args, module, items, work, f"ft-{index}")
+                rate = f"{train_tokens / train_seconds:.0f} / {scored.tokens / scored.seconds:.0f}"
+                phases.setdefault("fine-tuned", {})[set_name] = report(f"fine-tuned, {set_name}", scored, args)
+                for name, (values, _) in phases["fine-tuned"][set_name].items():
+                    label = set_name if name == "all" else f"{set_name}: {name}"
+                    record(args, label, [i for i in items if name == "all" or group_of(i) == name], "fine-tuned",
+                           values, f"{len(train)} x {args.epochs}", rate)  # fmt: skip
+        kept = {phase: {s: {n: right for n, (_, right) in v.items()} for s, v in sets_.items()}
+                for phase, sets_ in phases.items()}  # fmt: skip
+    if "zero-shot" in kept and "fine-tuned" in kept:
+        print("\nfine-tuned minus zero-shot, paired on the same rows:")
+        for set_name, subsets in kept["fine-tuned"].items():
+            for name, right in subsets.items():
+                for reading in ("none natural", "none balanced", "pride natural", "cyclic"):
+                    diff = paired_difference(kept["zero-shot"][set_name][name][reading], right[reading])
+                    print(f"  {set_name} / {name} / {reading}: {diff}")
+    if args.outcomes:
+        args.outcomes.parent.mkdir(parents=True, exist_ok=True)
+        args.outcomes.write_text(
+            json.dumps(
+                {
+                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
+                    "args": {k: str(v) for k, v in vars(args).items()},
+                    "heldout_ids": [item.id for item in heldout],
+                    "outcomes": kept,
+                },
+                ensure_ascii=False,
+            ),
+            encoding="utf-8",
         )
-        train_seconds = time.perf_counter() - started
-        train_tokens = sum(prompt_token_counts(train, tokenizer, args.template)) * args.epochs
-        print(
-            f"\nfine-tuned {len(train)} items x {args.epochs} epoch(s) in {train_seconds:.0f} s, "
-            f"{train_tokens / train_seconds:.0f} tokens/s"
-        )
-        tuned = {}
-        for index, (name, items) in enumerate(sets.items()):
-            scored = score(args, module, items, work, f"ft-{index}")
-            tuned[name] = report(f"fine-tuned, {name}", scored, args)
-            eval_rate = scored.tokens / scored.seconds
-            for phase, values, rate in (
-                ("zero-shot", zero_shot.get(name), zero_shot_rates.get(name)),
-                ("fine-tuned", tuned[name], eval_rate),
-            ):
-                if values is None:
-                    continue
-                constant_key = next(k for k in values if k.startswith("constant natural"))
-                append_result(
-                    "accuracy on a real model",
-                    [
-                        "model",
-                        "held-out",
-                        "phase",
-                        "none natural / balanced",
-                        "pride natural / balanced",
-                        "offsets natural / balanced",
-                        "cyclic",
-                        "best constant natural / balanced",
-                        "95% interval, none balanced",
-                        "train",
-                        "tok/s train / eval",
-                    ],
-                    [
-                        f"{Path(args.model).name} {args.quantization} r{args.lora_r} lr{args.learning_rate:g} "
-                        f"{args.loss_over}{' balanced-train' if args.balance_train else ''}",
-                        f"{name}, {len(items)} items <= {args.max_tokens} tok",
-                        phase,
-                        *(
-                            f"{values[f'{m} natural'].value:.3f} / {values[f'{m} balanced'].value:.3f}"
-                            for m in ("none", "pride", "offsets")
-                        ),
-                        f"{values['cyclic'].value:.3f}",
-                        f"{values[constant_key].value:.3f} / {values['constant balanced'].value:.3f}",
-                        f"[{values['none balanced'].low:.3f}, {values['none balanced'].high:.3f}]",
-                        f"{len(train)} x {args.epochs}",
-                        f"{train_tokens / train_seconds:.0f} / {rate:.0f}",
-                    ],
-                )
-    main_set = tuned["competition split"]
-    margin = main_set["none balanced"].value - main_set["constant balanced"].value
-    excludes = main_set["none balanced"].low > main_set["constant balanced"].value
-    print(
-        f"accuracy model={Path(args.model).name} threads={threads} balanced={main_set['none balanced'].value:.4f} "
-        f"constant_balanced={main_set['constant balanced'].value:.4f} margin={margin:+.4f} "
-        f"interval_excludes_constant={str(excludes).lower()} natural={main_set['none natural'].value:.4f} "
-        f"cyclic={main_set['cyclic'].value:.4f}"
-    )
+        print(f"wrote {args.outcomes}")
 
 
 if __name__ == "__main__":

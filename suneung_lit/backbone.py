@@ -77,8 +77,10 @@ def add_lora(
     use_rslora: bool = False,
     use_dora: bool = False,
     gradient_checkpointing: bool = False,
+    top_layers: int | None = None,
 ) -> torch.nn.Module:
-    """Freeze a loaded causal LM (prepared for k-bit training when quantized) and wrap it with LoRA adapters."""
+    """Freeze a loaded causal LM (prepared for k-bit training when quantized) and wrap it with LoRA adapters,
+    on every transformer layer or on the ``top_layers`` closest to the output."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model.config.use_cache = False
@@ -91,6 +93,7 @@ def add_lora(
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
     lora = LoraConfig(
+        layers_to_transform=top_layer_indices(model, top_layers),
         r=lora_r,
         lora_alpha=lora_alpha,
         lora_dropout=lora_dropout,
@@ -103,6 +106,16 @@ def add_lora(
     # from_pretrained returns eval mode, and Lightning keeps a module's mode: without this, LoRA dropout would
     # stay off for the whole of training.
     return get_peft_model(model, lora).train()
+
+
+def top_layer_indices(model: torch.nn.Module, top_layers: int | None) -> list[int] | None:
+    """Indices of the ``top_layers`` last transformer layers (None: every layer)."""
+    if top_layers is None:
+        return None
+    total = model.config.get_text_config().num_hidden_layers
+    if not 1 <= top_layers <= total:
+        raise ValueError(f"lora_top_layers must be between 1 and the model's {total} layers, got {top_layers}")
+    return list(range(total - top_layers, total))
 
 
 def cast_unquantized(model: torch.nn.Module, dtype: torch.dtype) -> int:

@@ -56,3 +56,42 @@ def best_constant(answers: Sequence[int], num_choices: Sequence[int]) -> tuple[i
 def balanced_copies(items: Sequence[Item]) -> list[Item]:
     """Every item under all ``n`` cyclic shifts of its choices: each position is the answer equally often."""
     return [cyclic_shift(item, shift) for item in items for shift in range(item.num_choices)]
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Run B against run A on the same items: the items each gets right that the other does not."""
+
+    only_a: int  # right in A, wrong in B
+    only_b: int  # right in B, wrong in A
+    total: int
+    p_value: float  # exact two-sided McNemar test (binomial on the discordant items)
+
+    @property
+    def difference(self) -> float:
+        return (self.only_b - self.only_a) / self.total if self.total else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """95% interval of B - A (normal approximation for paired proportions)."""
+        n, discordant = self.total, self.only_a + self.only_b
+        spread = 1.96 * math.sqrt(max(discordant - (self.only_b - self.only_a) ** 2 / n, 0.0)) / n if n else 0.0
+        return self.difference - spread, self.difference + spread
+
+    def __str__(self) -> str:
+        low, high = self.interval
+        return (
+            f"{self.difference:+.3f} [{low:+.3f}, {high:+.3f}] (B-only {self.only_b}, A-only {self.only_a}, "
+            f"n={self.total}, McNemar p={self.p_value:.3g})"
+        )
+
+
+def paired_difference(a_correct: Sequence[bool], b_correct: Sequence[bool]) -> PairedDifference:
+    """Compare two runs item by item: independent intervals hide differences that pairing shows."""
+    if len(a_correct) != len(b_correct):
+        raise ValueError(f"{len(a_correct)} items in run A, {len(b_correct)} in run B")
+    only_a = sum(a and not b for a, b in zip(a_correct, b_correct, strict=True))
+    only_b = sum(b and not a for a, b in zip(a_correct, b_correct, strict=True))
+    discordant = only_a + only_b
+    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2**discordant
+    return PairedDifference(only_a, only_b, len(a_correct), min(1.0, 2 * tail))

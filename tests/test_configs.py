@@ -20,7 +20,7 @@ def print_config(config, capsys) -> tuple[int, str, str]:
 
 
 def test_configs_are_found():
-    assert {"demo.yaml", "gemma270m.yaml", "qwen7b.yaml", "qwen32b.yaml"} <= {c.name for c in CONFIGS}
+    assert {"demo.yaml", "gemma270m.yaml", "qwen1.5b.yaml", "qwen7b.yaml", "qwen32b.yaml"} <= {c.name for c in CONFIGS}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)

@@ -293,3 +293,17 @@ def test_a_train_file_that_is_all_validation_ids_is_refused_not_emptied(tmp_path
     )  # fmt: skip
     with pytest.raises(DataValidationError, match=r"same\.csv: no training items left: 6 of its 6 ids are validation"):
         datamodule.setup("fit")
+
+
+def test_validate_on_a_file_of_its_own_reads_no_training_file(tmp_path, tiny_model_dir):
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+
+    write_items(make_items(6, seed=6, prefix="heldout"), tmp_path / "heldout.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir), train_path=str(tmp_path / "no-such-train.csv"), val_path=str(tmp_path / "heldout.csv"),
+        max_length=256, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    datamodule.setup("validate")
+    assert datamodule.items["train"] == [] and len(datamodule.items["val"]) == 6
+    with pytest.raises(DataValidationError, match=r"no-such-train\.csv.*file not found"):
+        datamodule.setup("fit")

@@ -10,7 +10,7 @@ import torch
 
 from suneung_lit.data.records import Item
 from suneung_lit.debias import cyclic_average, cyclic_shift, split_shifted_id, unshift_rows
-from suneung_lit.evaluation import accuracy, balanced_copies, best_constant, wilson_interval
+from suneung_lit.evaluation import accuracy, balanced_copies, best_constant, paired_difference, wilson_interval
 
 ITEM = Item("q1", "지문", "옳은 것은?", ("가", "나", "다", "라", "마"), 2)
 
@@ -70,3 +70,22 @@ def test_accuracy_refuses_mismatched_lengths():
     assert accuracy([1, 2], [1, 3]).correct == 1
     with pytest.raises(ValueError):
         accuracy([1], [1, 2])
+
+
+def test_paired_difference_counts_discordant_items_and_gives_the_exact_mcnemar_p():
+    a = [True] * 10 + [False] * 10 + [True] * 5
+    b = [True] * 10 + [True] * 10 + [False] * 5
+    result = paired_difference(a, b)
+    assert (result.only_a, result.only_b, result.total) == (5, 10, 25)
+    assert result.difference == pytest.approx(0.2)
+    # two-sided exact binomial: P(X <= 5 | 15, 1/2) * 2
+    assert result.p_value == pytest.approx(2 * sum(math.comb(15, k) for k in range(6)) / 2**15)
+    low, high = result.interval
+    assert low < 0.2 < high
+
+
+def test_identical_runs_differ_by_nothing_with_p_one():
+    result = paired_difference([True, False, True], [True, False, True])
+    assert result.difference == 0 and result.p_value == 1.0
+    with pytest.raises(ValueError, match="3 items in run A, 2 in run B"):
+        paired_difference([True, False, True], [True, False])

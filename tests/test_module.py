@@ -56,6 +56,14 @@ def test_base_model_is_4bit_with_trainable_lora_only(tiny_model_dir):
     assert trainable and all("lora_" in name for name in trainable)
 
 
+def test_lora_top_layers_puts_adapters_on_the_last_layers_only(tiny_model_dir):
+    module = tiny_module(tiny_model_dir, quantization="none", lora_top_layers=1)
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in module.named_parameters() if "lora_" in name}
+    assert adapted == {"1"}  # the tiny model has layers 0 and 1
+    with pytest.raises(ValueError, match="lora_top_layers must be between 1 and the model's 2 layers, got 3"):
+        tiny_module(tiny_model_dir, quantization="none", lora_top_layers=3)
+
+
 def test_lm_head_projects_only_the_answer_position(tiny_model_dir, data):
     module = tiny_module(tiny_model_dir)
     seen = []

@@ -203,9 +203,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             )
         return items
 
-    def _labelled_items(self) -> tuple[list[Item], list[Item]]:
+    def _labelled_items(self, with_train: bool = True) -> tuple[list[Item], list[Item]]:
         """Train and validation items after cleaning; validation carved out of train when no val_path is set."""
-        train = self._load_split("train") if self.paths["train"] else []
+        train = self._load_split("train") if self.paths["train"] and with_train else []
         val = self._load_split("val") if self.paths["val"] else []
         # Cleaned together so that duplicates across the two files and corrections for either are handled once.
         val_ids = {item.id for item in val}
@@ -246,7 +246,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         tokenizer = self._load_tokenizer()
         self.template = load_template(self.template_name)
         if stage in ("fit", "validate") and "val" not in self.items:
-            self.items["train"], self.items["val"] = self._labelled_items()
+            # `validate` on a file of its own reads nothing else: a user checking an adapter on new items has no
+            # training file at hand.
+            with_train = stage == "fit" or not self.paths["val"]
+            self.items["train"], self.items["val"] = self._labelled_items(with_train)
         for split in ("test", "predict"):
             if stage == split and split not in self.items:
                 self.items[split], report = clean(self._load_split(split), self.cleaning, allow_drops=False)
