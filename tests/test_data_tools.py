@@ -299,8 +299,10 @@ def test_validate_on_a_file_of_its_own_reads_no_training_file(tmp_path, tiny_mod
     from suneung_lit.data.datamodule import MultipleChoiceDataModule
 
     write_items(make_items(6, seed=6, prefix="heldout"), tmp_path / "heldout.csv")
+    # As in configs/qwen32b.yaml: a training file that is not here, and corrections for the competition's ids.
     datamodule = MultipleChoiceDataModule(
         str(tiny_model_dir), train_path=str(tmp_path / "no-such-train.csv"), val_path=str(tmp_path / "heldout.csv"),
+        corrections_path=str(REPO / "data" / "corrections" / "generationfornlp_train.csv"),
         max_length=256, cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
     datamodule.setup("validate")

@@ -16,7 +16,7 @@ import torch
 from suneung_lit.atomic_write import write_atomically
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
-from suneung_lit.writer import PredictionSetMismatchError, merge_predictions
+from suneung_lit.writer import PredictionSetMismatchError, labelled_accuracy_line, merge_predictions
 
 from .conftest import REPO
 
@@ -112,6 +112,18 @@ def test_predictions_must_cover_exactly_the_input_ids():
     assert [row["id"] for row in merge_predictions([batch], ["a", "b"])] == ["a", "b"]
     with pytest.raises(PredictionSetMismatchError, match="missing \\['c'\\]"):
         merge_predictions([batch], ["a", "b", "c"])
+
+
+def test_labelled_predictions_report_accuracy_beside_the_best_constant():
+    rows = [
+        {"prediction": 2, "answer": 2, "num_choices": 4},
+        {"prediction": 2, "answer": 1, "num_choices": 4},
+        {"prediction": 3, "answer": 1, "num_choices": 5},
+        {"prediction": 4, "answer": 4, "num_choices": 4},
+    ]
+    line = labelled_accuracy_line(rows)
+    assert line.startswith("predict accuracy on 4 labelled items: 0.500 [")
+    assert line.endswith("best constant predictor (always 1): 0.500")
 
 
 def test_interrupted_write_leaves_the_previous_file_whole(tmp_path):

@@ -246,14 +246,17 @@ def apply_corrections(
     corrections: Sequence[Correction],
     source: str = "corrections",
     allow_drops: bool = True,
+    every_id_present: bool = True,
 ) -> StepResult:
-    """Apply reviewed fixes; an id that is not in the data is an error, so typos do not pass silently."""
+    """Apply reviewed fixes. With ``every_id_present`` an id that is not in the data is an error, so typos do not
+    pass silently; without it (data that is part of, or apart from, the set the fixes were made for) such ids
+    are passed over."""
     by_id = {c.id: c for c in corrections}
     known = {item.id for item in items}
     problems = [
         Problem(source, None, c.id, "id", "correction names an id that is not in the data")
         for c in corrections
-        if c.id not in known
+        if c.id not in known and every_id_present
     ]
     result, touched = [], []
     for item in items:
@@ -314,10 +317,12 @@ def clean(
     steps: Sequence[str] = DEFAULT_STEPS,
     corrections_path: str | Path | None = None,
     allow_drops: bool = True,
+    every_correction_present: bool = True,
 ) -> tuple[list[Item], CleaningReport]:
     """Run the named steps in order, then the corrections file; report what each changed or dropped.
 
-    With ``allow_drops=False`` (prediction inputs) steps that remove rows are skipped.
+    With ``allow_drops=False`` (prediction inputs) steps that remove rows are skipped. With
+    ``every_correction_present`` (the default) a correction whose id is not in ``items`` is an error.
     """
     unknown = [name for name in steps if name not in STEPS]
     if unknown:
@@ -336,7 +341,7 @@ def clean(
     if corrections_path is not None:
         corrections = load_corrections(corrections_path)
         drops = {c.id for c in corrections if c.action == "drop"}
-        items, ids = apply_corrections(items, corrections, str(corrections_path), allow_drops)
+        items, ids = apply_corrections(items, corrections, str(corrections_path), allow_drops, every_correction_present)
         dropped = tuple(i for i in ids if i in drops and allow_drops)
         changed = tuple(i for i in ids if i not in dropped)
         reports.append(StepReport("corrections", changed))

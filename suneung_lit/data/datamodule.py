@@ -215,7 +215,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                 f"{len(shared)} of {len(train)} train ids are also validation ids (e.g. {shared[:3]}); "
                 "those items are used for validation only"
             )
-        cleaned, report = clean(train + val, self.cleaning, self.corrections_path)
+        # A validation file alone may be a part of the corrected set, or another set: its corrections are optional.
+        cleaned, report = clean(train + val, self.cleaning, self.corrections_path, every_correction_present=with_train)
         self._report("train", report)
         kept_train = [item for item in cleaned if item.id not in val_ids]
         val = [item for item in cleaned if item.id in val_ids]
