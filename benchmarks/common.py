@@ -63,13 +63,21 @@ def device_name() -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} threads"
 
 
-def commit() -> str:
+def _commit_at_start() -> str:
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+# Read once, when the run starts: a long run's rows name the code that ran, not a commit made while it ran.
+_COMMIT = _commit_at_start()
+
+
+def commit() -> str:
+    return _COMMIT
 
 
 def append_result(section: str, header: list[str], row: list[object]) -> None:
