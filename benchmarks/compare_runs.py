@@ -1,0 +1,87 @@
+"""Two accuracy-harness runs compared item by item (``accuracy.py --outcomes``): a template, a lever, a fine-tune.
+
+Rows are matched by item id (and shift, for balanced copies), so runs whose held-out sets differ slightly (a
+longer template leaves a few items out of the token limit) are compared on the items both scored. For each
+source and reading: the paired difference B - A with its interval and the exact McNemar p-value.
+
+    python benchmarks/compare_runs.py A.json B.json [--phase-a zero-shot] [--phase-b zero-shot] [--label NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import COMPETITION, append_result  # noqa: E402
+
+from suneung_lit.data.records import load_items  # noqa: E402
+from suneung_lit.evaluation import paired_difference  # noqa: E402
+
+READINGS = ("none natural", "none balanced", "pride natural", "offsets natural", "cyclic")
+
+
+def keyed(run: dict, phase: str, choices: dict[str, int], sources: dict[str, str]) -> dict[str, dict[tuple, bool]]:
+    """``{subset: {(reading, id, shift): right}}`` rebuilt from a run's held-out order."""
+    result = {}
+    for subset, readings in run["outcomes"][phase]["competition split"].items():
+        ids = [i for i in run["heldout_ids"] if subset == "all" or sources[i] == subset]
+        rows: dict[tuple, bool] = {}
+        for reading, values in readings.items():
+            if reading.endswith("balanced"):
+                keys = [(reading, i, shift) for i in ids for shift in range(choices[i])]
+            else:
+                keys = [(reading, i, 0) for i in ids]
+            if len(keys) != len(values):
+                raise ValueError(f"{subset}/{reading}: {len(values)} outcomes for {len(keys)} rows")
+            rows.update(zip(keys, values, strict=True))
+        result[subset] = rows
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    parser.add_argument("--phase-a", default="zero-shot")
+    parser.add_argument("--phase-b", default="zero-shot")
+    parser.add_argument("--label", help="what B changes, for RESULTS.md (default: the file names)")
+    parser.add_argument("--data-dir", default=str(COMPETITION), help="folder holding the competition train.csv")
+    args = parser.parse_args()
+    items = load_items(Path(args.data_dir) / "train.csv")
+    choices = {item.id: item.num_choices for item in items}
+    # The harness's two sources, told apart by choice count (see accuracy.py).
+    sources = {i: "reading (KLUE-MRC)" if n == 5 else "knowledge (MMMLU/KMMLU)" for i, n in choices.items()}
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in (args.a, args.b)]
+    a = keyed(runs[0], args.phase_a, choices, sources)
+    b = keyed(runs[1], args.phase_b, choices, sources)
+    label = args.label or f"{args.b.stem} ({args.phase_b}) vs {args.a.stem} ({args.phase_a})"
+    print(label)
+    for subset in a:
+        for reading in READINGS:
+            common = sorted(k for k in a[subset] if k[0] == reading and k in b[subset])
+            if not common:
+                continue
+            diff = paired_difference([a[subset][k] for k in common], [b[subset][k] for k in common])
+            low, high = diff.interval
+            print(f"  {subset} / {reading}: {diff}")
+            append_result(
+                "paired comparisons on a real model",
+                ["B vs A", "held-out", "reading", "A", "B", "B - A [95%]", "B-only / A-only", "McNemar p"],
+                [
+                    label,
+                    subset,
+                    reading,
+                    f"{sum(a[subset][k] for k in common) / len(common):.3f}",
+                    f"{sum(b[subset][k] for k in common) / len(common):.3f}",
+                    f"{diff.difference:+.3f} [{low:+.3f}, {high:+.3f}]",
+                    f"{diff.only_b} / {diff.only_a} of {diff.total}",
+                    f"{diff.p_value:.3g}",
+                ],
+            )
+
+
+if __name__ == "__main__":
+    main()
