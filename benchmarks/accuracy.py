@@ -64,6 +64,7 @@ from suneung_lit.evaluation import (  # noqa: E402
     balanced_copies,
     best_constant,
     paired_difference,
+    wilson_interval,
 )
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
@@ -202,7 +203,7 @@ def readings(scored: Scored, right: dict[str, list[bool]]) -> dict[str, Accuracy
     balanced_counts = [item.num_choices for item in items for _ in range(item.num_choices)]
     _, balanced_constant = best_constant(balanced_gold, balanced_counts)
     result = {
-        name: accuracy([1] * sum(values) + [0] * (len(values) - sum(values)), [1] * len(values))
+        name: Accuracy(sum(values), len(values), *wilson_interval(sum(values), len(values)))
         for name, values in sorted(right.items())
     }
     result[f"constant natural (always {constant_position})"] = constant
@@ -251,8 +252,9 @@ def competition_split(args, tokenizer) -> tuple[list[Item], list[Item]]:
     """A paragraph-grouped split within each source; ``max_train``/``max_heldout`` count per source."""
     items, _ = clean(load_items(Path(args.data_dir) / "train.csv"))
     train, heldout = [], []
+    labelled = [with_source(item) for item in items]
     for source in (READING, KNOWLEDGE):
-        part = [with_source(item) for item in items if with_source(item).metadata["source"] == source]
+        part = [item for item in labelled if item.metadata["source"] == source]
         part_train, part_heldout = grouped_split(part, args.val_fraction, args.split_seed)
         train += fitting_items(part_train, tokenizer, args.max_tokens, args.template, args.max_train)
         heldout += fitting_items(part_heldout, tokenizer, args.max_tokens, args.template, args.max_heldout)
@@ -274,7 +276,7 @@ READING_COLUMNS = [
 ]
 
 
-def record(args, name: str, items: list[Item], phase: str, values: dict[str, Accuracy], train: str, rates: str) -> None:
+def record(args, name: str, phase: str, values: dict[str, Accuracy], train: str, rates: str) -> None:
     constant_key = next(k for k in values if k.startswith("constant natural"))
     append_result(
         "accuracy on a real model",
@@ -283,7 +285,7 @@ def record(args, name: str, items: list[Item], phase: str, values: dict[str, Acc
             f"{Path(args.model).name} {args.quantization} {args.template} r{args.lora_r}"
             f"{f' top{args.lora_top_layers}' if args.lora_top_layers else ''} lr{args.learning_rate:g} "
             f"{args.loss_over}{' balanced-train' if args.balance_train else ''}",
-            f"{name}, {len(items)} items <= {args.max_tokens} tok",
+            f"{name}, {values['cyclic'].total} items <= {args.max_tokens} tok",
             phase,
             *(
                 f"{values[f'{m} natural'].value:.3f} / {values[f'{m} balanced'].value:.3f}"
@@ -296,6 +298,18 @@ def record(args, name: str, items: list[Item], phase: str, values: dict[str, Acc
             rates,
         ],
     )
+
+
+def evaluate_phase(args, module, sets: dict[str, list[Item]], work: Path, phase: str, train: str, train_rate: str):
+    """Score every held-out set, print its readings per source and record one RESULTS row per source."""
+    reports = {}
+    for index, (set_name, items) in enumerate(sets.items()):
+        scored = score(args, module, items, work, f"{phase}-{index}")
+        reports[set_name] = report(f"{phase}, {set_name}", scored, args)
+        for name, (values, _) in reports[set_name].items():
+            label = set_name if name == "all" else f"{set_name}: {name}"
+            record(args, label, phase, values, train, f"{train_rate} / {scored.tokens / scored.seconds:.0f}")
+    return reports
 
 
 def main() -> None:
@@ -368,14 +382,7 @@ def main() -> None:
         work = Path(folder)
         phases: dict[str, dict] = {}
         if not args.skip_zero_shot:
-            for index, (set_name, items) in enumerate(sets.items()):
-                scored = score(args, module, items, work, f"zs-{index}")
-                rate = f"- / {scored.tokens / scored.seconds:.0f}"
-                phases.setdefault("zero-shot", {})[set_name] = report(f"zero-shot, {set_name}", scored, args)
-                for name, (values, _) in phases["zero-shot"][set_name].items():
-                    label = set_name if name == "all" else f"{set_name}: {name}"
-                    record(args, label, [i for i in items if name == "all" or group_of(i) == name], "zero-shot",
-                           values, "-", rate)  # fmt: skip
+            phases["zero-shot"] = evaluate_phase(args, module, sets, work, "zero-shot", "-", "-")
         if not args.skip_fine_tune:
             write_items(train, work / "train.csv")
             write_items(heldout, work / "val.csv")
@@ -391,14 +398,15 @@ def main() -> None:
                 f"{train_tokens / train_seconds:.0f} tokens/s",
                 flush=True,
             )
-            for index, (set_name, items) in enumerate(sets.items()):
-                scored = score(args, module, items, work, f"ft-{index}")
-                rate = f"{train_tokens / train_seconds:.0f} / {scored.tokens / scored.seconds:.0f}"
-                phases.setdefault("fine-tuned", {})[set_name] = report(f"fine-tuned, {set_name}", scored, args)
-                for name, (values, _) in phases["fine-tuned"][set_name].items():
-                    label = set_name if name == "all" else f"{set_name}: {name}"
-                    record(args, label, [i for i in items if name == "all" or group_of(i) == name], "fine-tuned",
-                           values, f"{len(train)} x {args.epochs}", rate)  # fmt: skip
+            phases["fine-tuned"] = evaluate_phase(
+                args,
+                module,
+                sets,
+                work,
+                "fine-tuned",
+                f"{len(train)} x {args.epochs}",
+                f"{train_tokens / train_seconds:.0f}",
+            )
         kept = {phase: {s: {n: right for n, (_, right) in v.items()} for s, v in sets_.items()}
                 for phase, sets_ in phases.items()}  # fmt: skip
     if "zero-shot" in kept and "fine-tuned" in kept:
