@@ -49,15 +49,10 @@ from common import COMPETITION, ROOT, append_result, fitting_items, prompt_token
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import Item, load_items, write_items  # noqa: E402
+from suneung_lit.data.shifting import calibration_items, split_shifted_id  # noqa: E402
 from suneung_lit.data.splitting import grouped_split  # noqa: E402
 from suneung_lit.data.tokenization import group_of  # noqa: E402
-from suneung_lit.debias import (  # noqa: E402
-    PositionPrior,
-    calibration_items,
-    cyclic_average,
-    fit_position_offsets,
-    split_shifted_id,
-)
+from suneung_lit.debias import PositionPrior, cyclic_average, fit_position_offsets  # noqa: E402
 from suneung_lit.evaluation import (  # noqa: E402
     Accuracy,
     accuracy,

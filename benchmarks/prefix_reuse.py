@@ -34,9 +34,9 @@ from common import (  # noqa: E402
 )
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
+from suneung_lit.data.prefixes import tokens_not_recomputed  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
-from suneung_lit.prefix_reuse import tokens_not_recomputed  # noqa: E402
 
 
 def compare(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[float, list[str]]:

@@ -15,70 +15,13 @@ row per item.
 
 from __future__ import annotations
 
-import math
-import random
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from suneung_lit.data.records import Item
-
-DebiasChoice = Literal["none", "cyclic", "pride", "offsets"]
-SHIFT_SEPARATOR = "@shift"
-
-
-def cyclic_shift(item: Item, shift: int) -> Item:
-    """The item with choice ``j`` moved to position ``(j + shift) % n``; the answer follows its text."""
-    n = item.num_choices
-    choices = tuple(item.choices[(position - shift) % n] for position in range(n))
-    answer = (item.answer - 1 + shift) % n + 1 if item.answer is not None else None
-    return replace(item, id=f"{item.id}{SHIFT_SEPARATOR}{shift}", choices=choices, answer=answer)
-
-
-@dataclass(frozen=True)
-class ScoredCopy:
-    """One row to score: an item (possibly with shifted choices), the original's index and the shift."""
-
-    item: Item
-    item_index: int
-    shift: int
-    calibration: bool  # one of PriDe's calibration items
-
-
-def calibration_items(items: Sequence[Item], fraction: float, seed: int) -> set[int]:
-    """A seeded ``fraction`` of the items of each choice count (at least one per count), by index."""
-    by_count: dict[int, list[int]] = {}
-    for index, item in enumerate(items):
-        by_count.setdefault(item.num_choices, []).append(index)
-    rng = random.Random(seed)
-    chosen: set[int] = set()
-    for indices in by_count.values():
-        chosen.update(rng.sample(indices, max(1, math.ceil(fraction * len(indices)))))
-    return chosen
-
-
-def scored_copies(items: Sequence[Item], debias: DebiasChoice, fraction: float, seed: int) -> list[ScoredCopy]:
-    """The rows an evaluation scores: each item once, or under all cyclic shifts (every item, or PriDe's few).
-
-    Shifted copies keep the original id (predictions are per item); the shift is a separate column.
-    """
-    everywhere = debias == "cyclic"
-    calibration = calibration_items(items, fraction, seed) if debias == "pride" else set()
-    copies = []
-    for index, item in enumerate(items):
-        for shift in range(item.num_choices if everywhere or index in calibration else 1):
-            shifted = replace(cyclic_shift(item, shift), id=item.id) if shift else item
-            copies.append(ScoredCopy(shifted, index, shift, index in calibration))
-    return copies
-
-
-def split_shifted_id(shifted_id: str) -> tuple[str, int]:
-    original, _, shift = shifted_id.rpartition(SHIFT_SEPARATOR)
-    return original, int(shift)
+from suneung_lit.data.shifting import DebiasChoice
 
 
 def unshift_rows(log_probs: Tensor, shift: Tensor, num_choices: Tensor) -> Tensor:
@@ -204,6 +147,72 @@ def combine(
             raise ValueError(f"item {int(item_index[rows[0]])}: {len(rows)} copies in one batch, expected 1 or {n}")
         out.append(masked_log_softmax(row, num_choices[rows[:1]]))
     return groups, torch.cat(out)
+
+
+def debiased(
+    log_probs: Tensor,
+    item_index: Tensor,
+    shift: Tensor,
+    num_choices: Tensor,
+    mode: DebiasChoice,
+    prior: PositionPrior,
+    offsets: PositionOffsets,
+) -> tuple[Tensor, Tensor]:
+    """One row of log-probabilities per item of a batch, debiased by ``mode``, and each item's first batch row."""
+    if mode in ("cyclic", "pride"):
+        groups, item_log_probs = combine(log_probs, item_index, shift, num_choices, prior if mode == "pride" else None)
+        return item_log_probs, torch.stack([rows[0] for rows in groups.rows])
+    first = torch.arange(len(log_probs), device=log_probs.device)
+    if mode == "offsets" and offsets:
+        return offsets.apply(log_probs, num_choices), first
+    return log_probs, first
+
+
+class PositionOffsets:
+    """Per-position offsets fitted on labelled validation scores; kept in the checkpoint, applied by test and predict.
+
+    Validation collects its undebiased scores; ``fit`` then replaces the offsets. Scores collected while earlier
+    offsets were applied are fitted with those offsets added back, so refits do not compound.
+    """
+
+    def __init__(self, fitted: dict[int, Tensor] | None = None) -> None:
+        self.fitted: dict[int, Tensor] = dict(fitted or {})
+        self._collected: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.fitted)
+
+    def start_collecting(self) -> None:
+        self._collected = []
+
+    def collect(self, log_probs: Tensor, answers: Tensor, num_choices: Tensor) -> None:
+        self._collected.append((log_probs.detach().cpu(), answers.cpu(), num_choices.cpu()))
+
+    def apply(self, log_probs: Tensor, num_choices: Tensor) -> Tensor:
+        return apply_offsets(log_probs, num_choices, self.fitted)
+
+    def fit(self) -> tuple[int, float] | None:
+        """Refit from the collected scores; the number of labelled items and their in-sample accuracy."""
+        if not self._collected:
+            return None
+        log_probs, answers, counts = (torch.cat(parts) for parts in zip(*self._collected, strict=True))
+        labelled = answers >= 0
+        plain, answers, counts = log_probs[labelled].clone(), answers[labelled], counts[labelled]
+        for n, offset in self.fitted.items():
+            plain[counts == n, :n] += offset
+        self.fitted = fit_position_offsets(plain, answers, counts)
+        corrected = apply_offsets(plain, counts, self.fitted).argmax(-1)
+        return int(labelled.sum()), float((corrected == answers).float().mean())
+
+    def state(self) -> dict[int, list[float]]:
+        return {n: t.tolist() for n, t in self.fitted.items()}
+
+    @classmethod
+    def from_state(cls, state: dict) -> PositionOffsets:
+        return cls({int(n): torch.tensor(v) for n, v in state.items()})
+
+    def __repr__(self) -> str:
+        return repr({n: [round(v, 3) for v in t.tolist()] for n, t in self.fitted.items()})
 
 
 def apply_offsets(log_probs: Tensor, num_choices: Tensor, offsets: dict[int, Tensor]) -> Tensor:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from suneung_lit.data.records import Item
-from suneung_lit.debias import cyclic_shift
+from suneung_lit.data.shifting import cyclic_shift
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+
+from suneung_lit.prefix_reuse import shared_prefix_answer_logits
 
 
 def position_ids_for_left_padding(attention_mask: Tensor) -> Tensor:
@@ -41,3 +44,20 @@ def option_scores(logits: Tensor, option_ids: Sequence[int] | Tensor, num_choice
     positions = torch.arange(scores.shape[-1], device=logits.device)
     beyond = positions.unsqueeze(0) >= num_choices.unsqueeze(1)
     return scores.masked_fill(beyond, torch.finfo(scores.dtype).min)
+
+
+def batch_option_scores(
+    model: torch.nn.Module, batch: Mapping[str, Any], option_ids: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """Answer-position logits [rows, vocab] and option scores [rows, options] of a collated batch.
+
+    A batch that is one prefix-sharing group (see ``suneung_lit.data.prefixes``) computes its shared prompt
+    prefix once; any other batch runs as it is.
+    """
+    groups = batch.get("prefix_group")
+    if groups is not None and len(groups) > 1 and bool((groups == groups[0]).all()) and groups[0] >= 0:
+        prefix_length = int(batch["prefix_length"][0])
+        logits = shared_prefix_answer_logits(model, batch["input_ids"], batch["attention_mask"], prefix_length)
+    else:
+        logits = answer_logits(model, batch["input_ids"], batch["attention_mask"])
+    return logits, option_scores(logits, option_ids, batch["num_choices"])

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from suneung_lit.data.records import Item
+from suneung_lit.data.shifting import scored_copies
 from suneung_lit.debias import (
     PositionPrior,
     apply_offsets,
@@ -13,7 +14,6 @@ from suneung_lit.debias import (
     cyclic_average,
     fit_position_offsets,
     masked_log_softmax,
-    scored_copies,
 )
 
 BIAS = torch.tensor([1.5, 0.5, 0.0, -0.5, -1.0])  # a model that likes early positions

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from suneung_lit.data.records import Item
-from suneung_lit.debias import cyclic_average, cyclic_shift, split_shifted_id, unshift_rows
+from suneung_lit.data.shifting import cyclic_shift, split_shifted_id
+from suneung_lit.debias import cyclic_average, unshift_rows
 from suneung_lit.evaluation import accuracy, balanced_copies, best_constant, paired_difference, wilson_interval
 
 ITEM = Item("q1", "지문", "옳은 것은?", ("가", "나", "다", "라", "마"), 2)

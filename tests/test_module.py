@@ -7,10 +7,11 @@ import lightning as L
 import pytest
 import torch
 
+from suneung_lit.checkpoints import CheckpointMismatchError
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
-from suneung_lit.module import CheckpointMismatchError, QLoRAMultipleChoice
+from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.scoring import answer_logits
 
 

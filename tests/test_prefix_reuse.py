@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
+from suneung_lit.data.prefixes import common_prefix_length, prefix_groups, tokens_not_recomputed
 from suneung_lit.data.records import write_items
 from suneung_lit.module import QLoRAMultipleChoice
-from suneung_lit.prefix_reuse import common_prefix_length, prefix_groups, tokens_not_recomputed
 
 from .conftest import REAL_TEXT, real_items
 

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from suneung_lit.data.augmenting import balanced_shift_rows
 from suneung_lit.data.batching import LeftPadCollator, ResumableBatchSampler, ResumableDataLoader
 from suneung_lit.data.cleaning import DEFAULT_STEPS, CleaningReport, clean
+from suneung_lit.data.prefixes import prefix_groups, tokens_not_recomputed
 from suneung_lit.data.prompts import PromptTemplate, load_template, resolve_chat_template
 from suneung_lit.data.records import (
     DEFAULT_MAX_CHOICES,
@@ -24,10 +25,9 @@ from suneung_lit.data.records import (
     answers_elsewhere,
     load_items,
 )
+from suneung_lit.data.shifting import DebiasChoice, scored_copies
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
-from suneung_lit.debias import DebiasChoice, scored_copies
-from suneung_lit.prefix_reuse import prefix_groups, tokens_not_recomputed
 
 
 class MultipleChoiceDataModule(L.LightningDataModule):

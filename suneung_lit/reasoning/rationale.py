@@ -7,9 +7,14 @@ tokens. The vocabulary head is applied to the last ``max(reasoning_length) + 1``
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from suneung_lit.scoring import last_logits, option_scores
 
 
 def rationale_token_loss(window_logits: Tensor, input_ids: Tensor, reasoning_length: Tensor) -> tuple[Tensor, int]:
@@ -26,3 +31,20 @@ def rationale_token_loss(window_logits: Tensor, input_ids: Tensor, reasoning_len
         window_logits[:, :-1].float().reshape(-1, window_logits.shape[-1]), targets.reshape(-1), reduction="none"
     )
     return (losses * counted.reshape(-1)).sum(), int(counted.sum())
+
+
+def rationale_loss(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    option_ids: Sequence[int],
+    answer_loss: Callable[[Tensor, Tensor], Tensor],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean loss over the assistant turn (reasoning tokens, and the digit under ``answer_loss(logits, scores)``),
+    with the answer-position logits and option scores."""
+    keep = int(batch["reasoning_length"].max()) + 1
+    window = last_logits(model, batch["input_ids"], batch["attention_mask"], keep)
+    logits = window[:, -1, :]
+    scores = option_scores(logits, option_ids, batch["num_choices"])
+    reasoning_sum, tokens = rationale_token_loss(window, batch["input_ids"], batch["reasoning_length"])
+    rows = len(batch["id"])
+    return (answer_loss(logits, scores) * rows + reasoning_sum) / (rows + tokens), logits, scores
