@@ -78,6 +78,8 @@ def build_answerer(
     max_new_tokens: int,
 ) -> Answerer:
     if answer_mode == "generate":
+        if debias != "none":
+            raise ValueError("model.answer_mode generate and model.debias are not combined; set debias: none")
         return GeneratedAnswers(tokenizer, option_ids, assistant_prefix, max_new_tokens)
     return ScoredAnswers(option_ids, debias, offsets)
 

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 
 QuantizationChoice = Literal["nf4", "fp4", "int8", "none"]
+DtypeChoice = Literal["bfloat16", "float16", "float32"]
+DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def quantization_config(

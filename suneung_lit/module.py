@@ -19,7 +19,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from suneung_lit import checkpoints
 from suneung_lit.answering import Answerer, ItemAnswers, Stage, build_answerer
-from suneung_lit.backbone import QuantizationChoice, add_lora, cast_unquantized, load_base_model
+from suneung_lit.backbone import (
+    DEFAULT_TARGET_MODULES,
+    DtypeChoice,
+    QuantizationChoice,
+    add_lora,
+    cast_unquantized,
+    load_base_model,
+)
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES
 from suneung_lit.data.shifting import DebiasChoice
 from suneung_lit.data.tokenization import option_token_ids
@@ -28,9 +35,6 @@ from suneung_lit.metrics import GroupedAccuracy
 from suneung_lit.optimization import OptimizerChoice, build_optimizer, warmup_cosine
 from suneung_lit.reasoning.rationale import rationale_loss
 from suneung_lit.scoring import batch_option_scores
-
-DtypeChoice = Literal["bfloat16", "float16", "float32"]
-DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class QLoRAMultipleChoice(L.LightningModule):
@@ -104,8 +108,6 @@ class QLoRAMultipleChoice(L.LightningModule):
         inference_in_compute_dtype: bool = True,
     ):
         super().__init__()
-        if answer_mode == "generate" and debias != "none":
-            raise ValueError("model.answer_mode generate and model.debias are not combined; set debias: none")
         self.save_hyperparameters()
         self.model: torch.nn.Module | None = None
         self.option_ids: list[int] = []
@@ -124,16 +126,10 @@ class QLoRAMultipleChoice(L.LightningModule):
         if self.model is not None:
             return
         hp = self.hparams
-        base = load_base_model(
-            hp.model_name_or_path,
-            device=self.trainer.strategy.root_device if self._trainer is not None else _default_device(),
-            quantization=hp.quantization,
-            double_quant=hp.double_quant,
-            compute_dtype=getattr(torch, hp.compute_dtype),
-            dtype=getattr(torch, hp.dtype),
-            trust_remote_code=hp.trust_remote_code,
-            attn_implementation=hp.attn_implementation,
-        )
+        device = self.trainer.strategy.root_device if self._trainer is not None else _default_device()
+        dtypes = {"compute_dtype": getattr(torch, hp.compute_dtype), "dtype": getattr(torch, hp.dtype)}
+        loading = ("quantization", "double_quant", "trust_remote_code", "attn_implementation")
+        base = load_base_model(hp.model_name_or_path, device, **dtypes, **{k: hp[k] for k in loading})
         lora = ("lora_r", "lora_alpha", "lora_dropout", "use_rslora", "use_dora", "gradient_checkpointing")
         self.model = add_lora(
             base, target_modules=list(hp.target_modules), top_layers=hp.lora_top_layers, **{k: hp[k] for k in lora}
