@@ -63,6 +63,19 @@ def device_name() -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} threads"
 
 
+FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
+def cpu_flags() -> str:
+    """The CPU features that decide what is fast here (bf16 matmuls need AVX-512 BF16 or AMX)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    present = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
+    return " ".join(flag for flag in FLAGS if flag in present) or "none of " + ", ".join(FLAGS)
+
+
 def _commit_at_start() -> str:
     try:
         return subprocess.run(

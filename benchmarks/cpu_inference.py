@@ -20,7 +20,7 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, append_result, set_threads  # noqa: E402
+from common import ROOT, append_result, cpu_flags, set_threads  # noqa: E402
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
@@ -31,16 +31,6 @@ OPTIONS = {
     "bfloat16": dict(quantization="none", dtype="bfloat16", precision="bf16-mixed"),
     "nf4": dict(quantization="nf4", dtype="bfloat16", precision="bf16-mixed"),
 }
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-
-
-def cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "unknown"
-    present = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
-    return " ".join(flag for flag in FLAGS if flag in present) or "none of " + ", ".join(FLAGS)
 
 
 def predict(args, option: str, path: Path, work: Path) -> tuple[dict[str, torch.Tensor], float, int]:

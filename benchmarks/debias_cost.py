@@ -1,11 +1,15 @@
-"""Debiasing cost: forward passes per item and items/s of predict under each ``model.debias``, in one run.
+"""Debiasing cost: scored copies, prompt tokens and items/s of predict under each ``model.debias``, in one run.
 
-All modes score the same competition test rows with the same loaded model through ``Trainer.predict``;
-``offsets`` costs what ``none`` costs (one pass) and is left out. The prediction agreement with ``none`` is
-printed too (how many items each debiasing changes).
+All modes score the same competition test rows with the same loaded model through ``Trainer.predict``:
+``none``; ``pride`` and ``cyclic`` with each item's shifted copies scored from their shared prompt prefix
+(``data.shift_prefix_reuse``, the default); and ``cyclic-plain``, every copy scored in full. ``offsets`` costs
+what ``none`` costs (one pass) and is left out. Printed beside each: how many predictions differ from ``none``,
+and for ``cyclic`` the largest probability difference from ``cyclic-plain`` (the two must agree).
 
     python benchmarks/debias_cost.py                                   # Gemma 3 270M on the CPU, ~5 minutes
     python benchmarks/debias_cost.py --model artifacts/tiny-qwen2 --rows 200
+    python benchmarks/debias_cost.py --model artifacts/qwen2.5-coder-1.5b-instruct --dtype bfloat16 \
+        --rows 12 --max-length 1024 --batch-size 4                     # the real Qwen on a CPU, ~15 minutes
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, ROOT, append_result, fitting_items, set_threads  # noqa: E402
+from common import COMPETITION, ROOT, append_result, cpu_flags, fitting_items, set_threads  # noqa: E402
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
+from suneung_lit.data.prefixes import tokens_not_recomputed  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
@@ -35,55 +40,72 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=448)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quantization", default="none", choices=["none", "nf4"])
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: bf16 on a GPU")
     args = parser.parse_args()
     threads = set_threads()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     items = fitting_items(load_items(args.data), tokenizer, args.max_length, limit=args.rows)
-    dtype = "float32" if not torch.cuda.is_available() else "bfloat16"
+    dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
     module = QLoRAMultipleChoice(args.model, quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "items.csv"
         write_items(items, path)
-        for mode in ("none", "pride", "cyclic"):
-            module.hparams.debias = mode
+        for mode in ("none", "pride", "cyclic-plain", "cyclic"):
+            debias = mode.removesuffix("-plain")
+            module.hparams.debias = debias
             datamodule = MultipleChoiceDataModule(
                 args.model,
                 predict_path=str(path),
                 max_length=args.max_length,
                 eval_batch_size=args.batch_size,
                 cache_dir=str(Path(folder) / "cache"),
-                debias=mode,
+                debias=debias,
+                shift_prefix_reuse=not mode.endswith("-plain"),
             )
             trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
             started = time.perf_counter()
             outputs = trainer.predict(module, datamodule=datamodule)
             seconds = time.perf_counter() - started
-            predictions = {i: int(p) for b in outputs for i, p in zip(b["id"], b["prediction"], strict=True)}
-            passes = len(datamodule.encoded["predict"]) / len(items)
-            results[mode] = (passes, len(items) / seconds, predictions)
-    base = results["none"][2]
-    print(f"\n{Path(args.model).name}, {len(items)} rows <= {args.max_length} tokens, {threads} threads")
-    print("mode    passes/item  items/s  changed vs none")
-    for mode, (passes, rate, predictions) in results.items():
-        changed = sum(predictions[i] != base[i] for i in base)
-        print(f"{mode:7s} {passes:11.2f} {rate:8.2f} {changed:6d}")
+            probabilities = {i: p for b in outputs for i, p in zip(b["id"], b["probabilities"], strict=True)}
+            results[mode] = (
+                *prompt_cost(datamodule.encoded["predict"], len(items)),
+                len(items) / seconds,
+                probabilities,
+            )
+    report(results, args, len(items), threads)
+
+
+def prompt_cost(encoded, items: int) -> tuple[float, float]:
+    """Scored copies per item and prompt tokens computed per item (a shared prefix counted once per group)."""
+    tokens = sum(encoded["length"])
+    if "prefix_group" in encoded.column_names:
+        tokens -= tokens_not_recomputed(encoded["prefix_group"], encoded["prefix_length"])
+    return len(encoded) / items, tokens / items
+
+
+def report(results: dict, args, items: int, threads: int) -> None:
+    base = {i: int(p.argmax()) for i, p in results["none"][3].items()}
+    plain = results["cyclic-plain"][3]
+    print(f"\n{Path(args.model).name}, {items} rows <= {args.max_length} tokens, {threads} threads, {cpu_flags()}")
+    print("mode          copies/item  prompt tokens/item  items/s  cost vs none  changed vs none  max |dp| vs plain")
+    for mode, (copies, tokens, rate, probabilities) in results.items():
+        changed = sum(int(probabilities[i].argmax()) != base[i] for i in base)
+        agreement = "-"
+        if mode.startswith("cyclic"):
+            agreement = f"{max(float((probabilities[i] - plain[i]).abs().max()) for i in plain):.1e}"
+        slowdown = results["none"][2] / rate
+        print(f"{mode:13s} {copies:11.2f} {tokens:19.0f} {rate:8.3f} {slowdown:12.2f}x {changed:15d} {agreement:>18s}")
         append_result(
-            "debiasing cost",
-            ["model", "rows", "mode", "passes per item", "items/s", "slowdown vs none", "predictions changed"],
-            [
-                Path(args.model).name,
-                len(items),
-                mode,
-                f"{passes:.2f}",
-                f"{rate:.2f}",
-                f"{results['none'][1] / rate:.2f}x",
-                changed,
-            ],
-        )
-    print("debias_cost " + " ".join(f"{m}_items_per_s={r[1]:.3f} {m}_passes={r[0]:.2f}" for m, r in results.items()))
+            "debiasing cost, shared-prefix cyclic",
+            ["model", "rows", "mode", "copies per item", "prompt tokens per item", "items/s", "cost vs none",
+             "predictions changed vs none", "max prob. diff. vs cyclic-plain", "machine"],
+            [Path(args.model).name, items, mode, f"{copies:.2f}", f"{tokens:.0f}", f"{rate:.3f}",
+             f"{slowdown:.2f}x", changed, agreement, f"{threads} threads, {cpu_flags()}"],
+        )  # fmt: skip
+    print("debias_cost " + " ".join(f"{m}_items_per_s={r[2]:.3f}" for m, r in results.items()))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ answers were found:
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -19,9 +20,9 @@ import torch
 from torch import Tensor
 
 from suneung_lit.data.shifting import DebiasChoice
-from suneung_lit.debias import EvaluationCost, PositionOffsets, PositionPrior, debiased, masked_log_softmax
+from suneung_lit.debias import PositionOffsets, PositionPrior, debiased, masked_log_softmax
 from suneung_lit.reasoning.generation import generate_answers
-from suneung_lit.scoring import batch_option_scores
+from suneung_lit.scoring import batch_option_scores, prompt_tokens
 
 
 @dataclass
@@ -84,6 +85,32 @@ def build_answerer(
     return ScoredAnswers(option_ids, debias, offsets)
 
 
+class EvaluationCost:
+    """Scored copies and prompt tokens per item, and items/s, of one evaluation epoch."""
+
+    def __init__(self) -> None:
+        self.items = 0
+        self.copies = 0
+        self.tokens = 0  # prompt tokens computed
+        self.plain_tokens = 0  # prompt tokens without prefix sharing
+        self.started = time.perf_counter()
+
+    def add(self, items: int, copies: int, tokens: int = 0, plain_tokens: int = 0) -> None:
+        self.items += items
+        self.copies += copies
+        self.tokens += tokens
+        self.plain_tokens += plain_tokens
+
+    def __str__(self) -> str:
+        seconds = time.perf_counter() - self.started
+        items = max(self.items, 1)
+        return (
+            f"{self.copies / items:.2f} scored copies per item, {self.tokens / items:.0f} prompt tokens computed "
+            f"per item ({self.plain_tokens / items:.0f} without prefix sharing), {self.items} items in "
+            f"{seconds:.1f} s ({self.items / max(seconds, 1e-9):.2f} items/s)"
+        )
+
+
 class ScoredAnswers:
     """Answers read from the option-token logits at the answer position, debiased by ``debias``."""
 
@@ -113,7 +140,7 @@ class ScoredAnswers:
         n, shift, answer = n[first], batch["shift"][first], batch["answer"][first]
         # A shifted copy's answer moved with its text; map it back to the original position.
         answer = torch.where(answer >= 0, (answer - shift) % n, answer)
-        self.cost.add(items=len(first), passes=len(batch["id"]))
+        self.cost.add(len(first), len(batch["id"]), *prompt_tokens(batch))
         if self.collecting:
             self.offsets.collect(log_probs, answer, n)
         return ItemAnswers(

@@ -15,7 +15,6 @@ row per item.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
@@ -59,26 +58,6 @@ def rows_by_item(item_index: Tensor) -> ItemRows:
         rows.setdefault(item, []).append(row)
     device = item_index.device
     return ItemRows(torch.tensor(list(rows), device=device), [torch.tensor(r, device=device) for r in rows.values()])
-
-
-class EvaluationCost:
-    """Forward passes per item and items/s of one evaluation epoch."""
-
-    def __init__(self) -> None:
-        self.items = 0
-        self.passes = 0
-        self.started = time.perf_counter()
-
-    def add(self, items: int, passes: int) -> None:
-        self.items += items
-        self.passes += passes
-
-    def __str__(self) -> str:
-        seconds = time.perf_counter() - self.started
-        return (
-            f"{self.passes / max(self.items, 1):.2f} forward passes per item, {self.items} items in {seconds:.1f} s "
-            f"({self.items / max(seconds, 1e-9):.2f} items/s)"
-        )
 
 
 class PositionPrior:

@@ -49,15 +49,48 @@ def option_scores(logits: Tensor, option_ids: Sequence[int] | Tensor, num_choice
 def batch_option_scores(
     model: torch.nn.Module, batch: Mapping[str, Any], option_ids: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
-    """Answer-position logits [rows, vocab] and option scores [rows, options] of a collated batch.
-
-    A batch that is one prefix-sharing group (see ``suneung_lit.data.prefixes``) computes its shared prompt
-    prefix once; any other batch runs as it is.
-    """
-    groups = batch.get("prefix_group")
-    if groups is not None and len(groups) > 1 and bool((groups == groups[0]).all()) and groups[0] >= 0:
-        prefix_length = int(batch["prefix_length"][0])
-        logits = shared_prefix_answer_logits(model, batch["input_ids"], batch["attention_mask"], prefix_length)
-    else:
-        logits = answer_logits(model, batch["input_ids"], batch["attention_mask"])
+    """Answer-position logits [rows, vocab] and option scores [rows, options] of a collated batch."""
+    logits = batch_answer_logits(model, batch)
     return logits, option_scores(logits, option_ids, batch["num_choices"])
+
+
+def batch_answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> Tensor:
+    """Answer-position logits of a batch whose rows may form prefix-sharing groups (``prefix_group`` >= 0, see
+    ``suneung_lit.data.prefixes``): each group computes its shared prompt prefix once, the other rows run as a
+    plain batch."""
+    input_ids, mask = batch["input_ids"], batch["attention_mask"]
+    groups = batch.get("prefix_group")
+    if groups is None or bool((groups < 0).all()):
+        return answer_logits(model, input_ids, mask)
+    parts: list[tuple[Tensor, Tensor]] = []
+    plain = (groups < 0).nonzero().flatten()
+    if len(plain):
+        parts.append((plain, answer_logits(model, *_trimmed(input_ids[plain], mask[plain]))))
+    for group in groups[groups >= 0].unique().tolist():
+        rows = (groups == group).nonzero().flatten()
+        prefix_length = int(batch["prefix_length"][rows[0]])
+        parts.append((rows, shared_prefix_answer_logits(model, input_ids[rows], mask[rows], prefix_length)))
+    logits = parts[0][1].new_empty(len(groups), parts[0][1].shape[-1])
+    for rows, part in parts:
+        logits[rows] = part
+    return logits
+
+
+def _trimmed(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop the left-padding columns no row of a sub-batch needs."""
+    start = int((attention_mask.sum(0) > 0).long().argmax())
+    return input_ids[:, start:], attention_mask[:, start:]
+
+
+def prompt_tokens(batch: Mapping[str, Any]) -> tuple[int, int]:
+    """Prompt tokens a batch computes, and how many it would without prefix sharing."""
+    lengths = batch["attention_mask"].sum(-1)
+    plain = int(lengths.sum())
+    groups = batch.get("prefix_group")
+    if groups is None:
+        return plain, plain
+    saved = 0
+    for group in groups[groups >= 0].unique().tolist():
+        rows = (groups == group).nonzero().flatten()
+        saved += (len(rows) - 1) * int(batch["prefix_length"][rows[0]])
+    return plain - saved, plain

@@ -41,7 +41,7 @@ def test_cyclic_copies_come_back_as_one_row_per_item_with_the_original_answers(t
     assert answers.answer.tolist() == [int(batch["answer"][batch["item_index"] == i][0]) for i in answers.index]
     assert len(answers.row_scores) == len(batch["id"]) > len(answers.id)  # every copy was scored
     lines, _ = answerer.finish()
-    assert lines and f"{len(batch['id']) / len(answers.id):.2f} forward passes per item" in lines[0]
+    assert lines and f"{len(batch['id']) / len(answers.id):.2f} scored copies per item" in lines[0]
 
 
 def test_scored_and_generated_answers_give_the_writer_the_same_columns(tiny_model_dir, tmp_path, model):

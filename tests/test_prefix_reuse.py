@@ -43,7 +43,7 @@ def sharing_items(source: str, count_groups: int, singles: int):
     return chosen + [i for i in items if counts[i.paragraph] == 1][:singles]
 
 
-def predict(model_dir, path, tmp_path, prefix_reuse: bool, **model_settings):
+def predict(model_dir, path, tmp_path, prefix_reuse: bool, shift_prefix_reuse: bool = True, **model_settings):
     module = QLoRAMultipleChoice(str(model_dir), **model_settings)
     datamodule = MultipleChoiceDataModule(
         str(model_dir),
@@ -52,11 +52,14 @@ def predict(model_dir, path, tmp_path, prefix_reuse: bool, **model_settings):
         eval_batch_size=4,
         cache_dir=str(tmp_path / "cache"),
         prefix_reuse=prefix_reuse,
+        shift_prefix_reuse=shift_prefix_reuse,
+        debias=model_settings.get("debias", "none"),
     )
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     outputs = trainer.predict(module, datamodule=datamodule)
     rows = {i: p for batch in outputs for i, p in zip(batch["id"], batch["probabilities"], strict=True)}
-    groups = datamodule.encoded["predict"]["prefix_group"] if prefix_reuse else []
+    encoded = datamodule.encoded["predict"]
+    groups = encoded["prefix_group"] if "prefix_group" in encoded.column_names else []
     return rows, groups
 
 
@@ -88,3 +91,37 @@ def test_prefix_reuse_matches_plain_scores_on_gemma_past_its_sliding_window(gemm
     assert groups and all(g == 0 for g in groups)
     for item_id, probabilities in plain.items():
         torch.testing.assert_close(reused[item_id], probabilities, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("debias", ["cyclic", "pride"])
+@pytest.mark.parametrize("paragraphs", [False, True], ids=["copies", "copies+paragraphs"])
+def test_shifted_copies_scored_from_their_shared_prefix_give_the_plain_debiased_probabilities(
+    tiny_model_dir, tmp_path, debias, paragraphs
+):
+    write_items(sharing_items("klue", 3, 4), tmp_path / "items.csv")
+    settings = dict(quantization="none", dtype="float32", compute_dtype="float32", debias=debias)
+    plain, no_groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, False, **settings)
+    shared, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, paragraphs, True, **settings)
+    assert not no_groups and len(set(groups) - {-1}) >= (3 if paragraphs else 1)
+    assert plain.keys() == shared.keys()
+    for item_id, probabilities in plain.items():
+        torch.testing.assert_close(shared[item_id], probabilities, rtol=0, atol=1e-5)
+
+
+def test_validate_with_cyclic_debiasing_reads_the_same_accuracy_and_loss_from_shared_prefixes(tiny_model_dir, tmp_path):
+    write_items(sharing_items("klue", 3, 6), tmp_path / "val.csv")
+    metrics = []
+    for shift_prefix_reuse in (False, True):
+        module = QLoRAMultipleChoice(str(tiny_model_dir), quantization="none", dtype="float32", debias="cyclic")
+        datamodule = MultipleChoiceDataModule(
+            str(tiny_model_dir),
+            val_path=str(tmp_path / "val.csv"),
+            max_length=2048,
+            eval_batch_size=8,
+            debias="cyclic",
+            shift_prefix_reuse=shift_prefix_reuse,
+        )
+        trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+        metrics.append(trainer.validate(module, datamodule=datamodule)[0])
+    assert metrics[0]["val/acc"] == metrics[1]["val/acc"]
+    assert metrics[0]["val/loss"] == pytest.approx(metrics[1]["val/loss"], rel=1e-4)  # vocabulary loss ~60 here

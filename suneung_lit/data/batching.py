@@ -58,16 +58,14 @@ def sorted_batches(
     units: Sequence[int] | None = None,
     leading: Sequence[bool] | None = None,
     max_tokens: int | None = None,
-    alone: Sequence[bool] | None = None,
 ) -> list[list[int]]:
     """Evaluation order: longest first (an out-of-memory error shows at once), similar lengths together.
 
     A batch holds at most ``batch_size`` rows (no limit when None) and, with ``max_tokens``, at most that many
     padded tokens (rows x longest row), so short items fill large batches and long ones come a few at a time;
     a single unit larger than the limits gets a batch of its own. Rows that share a unit (the shifted copies of
-    one item) stay in one batch. Units marked ``leading`` come first (PriDe's calibration items, whose passes
-    estimate the prior the other items need). Units marked ``alone`` get a batch to themselves (a group of
-    items that share a prompt prefix, scored with that prefix computed once).
+    one item, a group of rows that share a prompt prefix) stay in one batch. Units marked ``leading`` come first
+    (PriDe's calibration items, whose passes estimate the prior the other items need).
     """
     members: dict[int, list[int]] = {}
     for row in range(len(lengths)):
@@ -79,9 +77,6 @@ def sorted_batches(
     current: list[int] = []
     width = 0
     for unit in order:
-        if alone is not None and alone[members[unit][0]]:
-            batches.append(members[unit])
-            continue
         rows = len(current) + len(members[unit])
         too_many = batch_size is not None and rows > batch_size
         too_wide = max_tokens is not None and rows * max(width, widths[unit]) > max_tokens
@@ -131,10 +126,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
         leading: Sequence[bool] | None = None,
         rows_for_epoch: Callable[[int], list[int]] | None = None,
         max_tokens: int | None = None,
-        alone: Sequence[bool] | None = None,
     ):
         self.lengths = list(lengths)
-        self.alone = list(alone) if alone is not None else None
         # Training on a different subset of rows each epoch (one answer-balanced shift per item).
         self.rows_for_epoch = rows_for_epoch
         # Evaluation only: a padded-token budget per batch replaces the row count.
@@ -154,9 +147,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
     def _epoch_batches(self) -> list[list[int]]:
         seed = self.seed + self.epoch
         if not self.shuffle:
-            if self.group_by_length or self.units is not None or self.max_tokens is not None or self.alone:
+            if self.group_by_length or self.units is not None or self.max_tokens is not None:
                 size = None if self.max_tokens is not None else self.batch_size
-                batches = sorted_batches(self.lengths, size, self.units, self.leading, self.max_tokens, self.alone)
+                batches = sorted_batches(self.lengths, size, self.units, self.leading, self.max_tokens)
             else:
                 batches = [
                     list(range(i, min(i + self.batch_size, len(self.lengths))))
