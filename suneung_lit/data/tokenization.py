@@ -63,23 +63,33 @@ def group_of(item: Item) -> str:
     return ""
 
 
+def fitted_prompt(item: Item, template: PromptTemplate, tokenizer, max_length: int) -> str:
+    """The prompt text the data module scores for ``item`` (up to the answer digit), shortened to fit
+    ``max_length`` tokens as it would be."""
+    text = render_prompt(item, template, tokenizer)
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return text if len(ids) <= max_length else _shorten(item, ids, template, tokenizer, max_length)[1]
+
+
 def _shorten(
     item: Item, ids: list[int], template: PromptTemplate, tokenizer, max_length: int, for_generation: bool = False
-) -> list[int]:
-    """Prompt ids that fit ``max_length``, cutting the paragraph from its end; question and choices stay whole."""
+) -> tuple[list[int], str]:
+    """Prompt ids (and their text) that fit ``max_length``, cutting the paragraph from its end; question and
+    choices stay whole."""
     paragraph_ids = tokenizer.encode(item.paragraph, add_special_tokens=False)
     keep = len(paragraph_ids) - (len(ids) - max_length)
     while keep > 0:
         shorter = replace(item, paragraph=tokenizer.decode(paragraph_ids[:keep]) + SHORTENED_MARKER)
-        ids = tokenizer.encode(render_prompt(shorter, template, tokenizer, for_generation), add_special_tokens=False)
+        text = render_prompt(shorter, template, tokenizer, for_generation)
+        ids = tokenizer.encode(text, add_special_tokens=False)
         if len(ids) <= max_length:
-            return ids
+            return ids, text
         # Token boundaries can shift after decoding; step down by the remaining overflow plus a margin.
         keep -= len(ids) - max_length + 4
-    empty = replace(item, paragraph="")
-    ids = tokenizer.encode(render_prompt(empty, template, tokenizer, for_generation), add_special_tokens=False)
+    text = render_prompt(replace(item, paragraph=""), template, tokenizer, for_generation)
+    ids = tokenizer.encode(text, add_special_tokens=False)
     if len(ids) <= max_length:
-        return ids
+        return ids, text
     raise DataValidationError(
         [
             Problem(
@@ -155,7 +165,7 @@ def encode_items(
         assistant = [template.assistant_text(item, for_generation) for item in batch_items]
         full = tokenizer([c + a for c, a in zip(chats, assistant, strict=True)], add_special_tokens=False)["input_ids"]
         fitted = [
-            ids if len(ids) <= max_length else _shorten(item, ids, template, tokenizer, max_length, for_generation)
+            ids if len(ids) <= max_length else _shorten(item, ids, template, tokenizer, max_length, for_generation)[0]
             for item, ids in zip(batch_items, full, strict=True)
         ]
         # Only items with a reasoning column need the chat part's length; most data has none, so the chat prompts
