@@ -1,9 +1,10 @@
 """CPU inference options for a real model, side by side in one run: prompt tokens/s and agreement with float32.
 
 Every option scores the same items through the package's own predict path (``Trainer.predict`` on the module):
-``float32`` (the baseline), ``bfloat16`` (weights bf16, ``bf16-mixed`` autocast) and ``nf4`` (bitsandbytes 4-bit,
-bf16 compute). Agreement is against float32: the largest option-probability difference and the answers that
-change. The CPU's flags decide what is fast (bf16 matmuls need AVX-512 BF16 or AMX), so they are printed too.
+``float32`` (the baseline), ``bfloat16`` (weights bf16, ``bf16-mixed`` autocast), ``nf4`` (bitsandbytes 4-bit,
+bf16 compute) and ``dynamic_int8`` (torch's dynamically quantized int8 linear layers, float32 elsewhere).
+Agreement is against float32: the largest option-probability difference and the answers that change. The CPU's
+flags decide what is fast (bf16 matmuls need AVX-512 BF16 or AMX, int8 ones VNNI), so they are printed too.
 
     python benchmarks/cpu_inference.py --model artifacts/qwen2.5-coder-1.5b-instruct     # data/klue, ~10 min
 """
@@ -30,6 +31,7 @@ OPTIONS = {
     "float32": dict(quantization="none", dtype="float32", precision="32-true"),
     "bfloat16": dict(quantization="none", dtype="bfloat16", precision="bf16-mixed"),
     "nf4": dict(quantization="nf4", dtype="bfloat16", precision="bf16-mixed"),
+    "dynamic_int8": dict(quantization="dynamic_int8", dtype="float32", precision="32-true"),
 }
 
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 import torch
 
-QuantizationChoice = Literal["nf4", "fp4", "int8", "none"]
+QuantizationChoice = Literal["nf4", "fp4", "int8", "dynamic_int8", "none"]
 DtypeChoice = Literal["bfloat16", "float16", "float32"]
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -16,7 +16,7 @@ def quantization_config(
 ):  # -> BitsAndBytesConfig | None
     from transformers import BitsAndBytesConfig
 
-    if quantization == "none":
+    if quantization in ("none", "dynamic_int8"):  # dynamic_int8 quantizes after loading (quantize_dynamic_int8)
         return None
     if quantization == "int8":
         return BitsAndBytesConfig(load_in_8bit=True)
@@ -133,3 +133,29 @@ def cast_unquantized(model: torch.nn.Module, dtype: torch.dtype) -> int:
             parameter.data = parameter.data.to(dtype)
             cast += 1
     return cast
+
+
+def quantize_dynamic_int8(model: torch.nn.Module, compute_dtype: torch.dtype = torch.float32) -> int:
+    """Swap the frozen base's linear layers for torch's dynamically quantized int8 ones (CPU inference only).
+
+    Weights are quantized once per output channel; activations are quantized per batch on the fly, and the int8
+    matmuls run on the CPU's VNNI/AVX-512 kernels (fbgemm). LoRA layers and the output head stay float32, so the
+    adapter and the answer logits keep their precision. Returns the number of layers swapped.
+    """
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ValueError("model.quantization dynamic_int8 runs on the CPU only; use nf4 on a GPU")
+    if compute_dtype != torch.float32 or any(p.dtype not in (torch.float32, torch.int8) for p in model.parameters()):
+        raise ValueError(
+            "model.quantization dynamic_int8 computes in float32 around its int8 matmuls; "
+            "set model.dtype and model.compute_dtype float32"
+        )
+    head = model.get_output_embeddings()
+    names = [
+        name
+        for name, module in model.named_modules()
+        if type(module) is torch.nn.Linear and "lora_" not in name and module is not head
+    ]
+    quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in names}, inplace=True)
+    return len(names)

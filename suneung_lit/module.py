@@ -26,6 +26,7 @@ from suneung_lit.backbone import (
     add_lora,
     cast_unquantized,
     load_base_model,
+    quantize_dynamic_int8,
 )
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES
 from suneung_lit.data.shifting import DebiasChoice
@@ -42,7 +43,8 @@ class QLoRAMultipleChoice(L.LightningModule):
 
     Args:
         model_name_or_path: hub name or local folder of the base model (and its tokenizer).
-        quantization: ``nf4``/``fp4`` (4-bit), ``int8`` or ``none``.
+        quantization: ``nf4``/``fp4`` (4-bit), ``int8`` (bitsandbytes), ``none``, or ``dynamic_int8``: torch's
+            dynamic int8 matmuls for CPU validate/test/predict (float32 weights elsewhere; not trainable).
         double_quant: quantize the 4-bit quantization constants too (saves ~0.4 bit per weight).
         compute_dtype: dtype the 4-bit matmuls run in.
         dtype: dtype of the weights that are not quantized (embeddings, norms) when loading.
@@ -134,6 +136,8 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.model = add_lora(
             base, target_modules=list(hp.target_modules), top_layers=hp.lora_top_layers, **{k: hp[k] for k in lora}
         )
+        if hp.quantization == "dynamic_int8":
+            quantize_dynamic_int8(self.model, getattr(torch, hp.compute_dtype))
 
     def setup(self, stage: str) -> None:
         """Option token ids, the answerer and the data sources, from the data module's tokenizer and template."""
@@ -206,6 +210,8 @@ class QLoRAMultipleChoice(L.LightningModule):
         return loss
 
     def on_fit_start(self) -> None:
+        if self.hparams.quantization == "dynamic_int8":
+            raise RuntimeError("model.quantization dynamic_int8 is for validate/test/predict; fit with none or nf4")
         if self._cast_for_inference:
             raise RuntimeError(
                 "this module ran validate/test/predict with its weights cast to model.compute_dtype and cannot be "

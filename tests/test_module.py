@@ -11,6 +11,7 @@ from suneung_lit.checkpoints import CheckpointMismatchError
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
+from suneung_lit.data.tokenization import option_token_ids
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.scoring import answer_logits
 
@@ -221,3 +222,19 @@ def test_inference_cast_can_be_switched_off(tiny_model_dir, data):
     # (bitsandbytes itself casts a 4-bit layer's bias to the compute dtype on its first forward)
     kept = {n: p.dtype for n, p in module.model.named_parameters() if any(k in n for k in ("lora_", "norm", "embed"))}
     assert kept and set(kept.values()) == {torch.float32}
+
+
+def test_dynamic_int8_swaps_the_base_linears_keeps_lora_and_head_float_and_refuses_to_train(tiny_model_dir, data):
+    module = tiny_module(tiny_model_dir, quantization="dynamic_int8")
+    quantized = [n for n, m in module.model.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert quantized and not any("lora_" in n or "lm_head" in n for n in quantized)
+    assert all(type(m) is not torch.nn.Linear for n, m in module.model.named_modules() if n.endswith("base_layer"))
+    plain = tiny_module(tiny_model_dir, quantization="none")
+    module.option_ids = plain.option_ids = option_token_ids(data.tokenizer, 5)
+    batch = next(iter(data.val_dataloader()))
+    with torch.no_grad():
+        expected = plain._scores(batch)[1].softmax(-1)
+        close = module._scores(batch)[1].softmax(-1)
+    torch.testing.assert_close(close, expected, rtol=0, atol=0.02)
+    with pytest.raises(RuntimeError, match="dynamic_int8 is for validate/test/predict"):
+        _quiet_trainer(max_steps=1).fit(module, data)
