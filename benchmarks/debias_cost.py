@@ -41,12 +41,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quantization", default="none", choices=["none", "nf4"])
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: bf16 on a GPU")
+    parser.add_argument("--tokens-only", action="store_true", help="count prompt tokens per mode; load no model")
     args = parser.parse_args()
     threads = set_threads()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     items = fitting_items(load_items(args.data), tokenizer, args.max_length, limit=args.rows)
+    if args.tokens_only:
+        return count_tokens(args, items)
     dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
     module = QLoRAMultipleChoice(args.model, quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     results = {}
@@ -76,6 +79,29 @@ def main() -> None:
                 probabilities,
             )
     report(results, args, len(items), threads)
+
+
+def count_tokens(args, items) -> None:
+    """Prompt tokens each mode computes per item: the compute a forward pass costs, without running one."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_items(items, Path(folder) / "items.csv")
+        for mode in ("none", "pride", "cyclic-plain", "cyclic"):
+            datamodule = MultipleChoiceDataModule(
+                args.model,
+                predict_path=str(Path(folder) / "items.csv"),
+                max_length=args.max_length,
+                cache_dir=str(Path(folder) / "cache"),
+                debias=mode.removesuffix("-plain"),
+                shift_prefix_reuse=not mode.endswith("-plain"),
+            )
+            datamodule.setup("predict")
+            copies, tokens = prompt_cost(datamodule.encoded["predict"], len(items))
+            print(f"{mode:13s} {copies:5.2f} copies/item {tokens:7.0f} prompt tokens/item")
+            append_result(
+                "debiasing cost in prompt tokens",
+                ["tokenizer", "rows", "max length", "mode", "copies per item", "prompt tokens per item"],
+                [Path(args.model).name, len(items), args.max_length, mode, f"{copies:.2f}", f"{tokens:.0f}"],
+            )
 
 
 def prompt_cost(encoded, items: int) -> tuple[float, float]:
