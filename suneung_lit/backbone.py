@@ -48,7 +48,7 @@ def keep_4bit_weights_trainable_on_cpu(model: torch.nn.Module) -> int:
 
 def load_base_model(
     model_name_or_path: str,
-    device: torch.device,
+    device: torch.device | None,
     quantization: QuantizationChoice,
     double_quant: bool,
     compute_dtype: torch.dtype,
@@ -56,9 +56,11 @@ def load_base_model(
     trust_remote_code: bool = False,
     attn_implementation: str | None = None,
 ) -> torch.nn.Module:
-    """Load the frozen base model on ``device``, quantized as configured."""
+    """Load the frozen base model on ``device`` (None: the current GPU when there is one), quantized as configured."""
     from transformers import AutoModelForCausalLM
 
+    if device is None:
+        device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     quant = quantization_config(quantization, double_quant, compute_dtype)
     kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
     if attn_implementation:

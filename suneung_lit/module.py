@@ -128,7 +128,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         if self.model is not None:
             return
         hp = self.hparams
-        device = self.trainer.strategy.root_device if self._trainer is not None else _default_device()
+        device = self.trainer.strategy.root_device if self._trainer is not None else None
         dtypes = {"compute_dtype": getattr(torch, hp.compute_dtype), "dtype": getattr(torch, hp.dtype)}
         loading = ("quantization", "double_quant", "trust_remote_code", "attn_implementation")
         base = load_base_model(hp.model_name_or_path, device, **dtypes, **{k: hp[k] for k in loading})
@@ -285,8 +285,3 @@ class QLoRAMultipleChoice(L.LightningModule):
             rank_zero_info(f"{stage} {line}")
         for name, value in metrics.items() if metric_prefix else ():
             self.log(f"{metric_prefix}/{name}", value, sync_dist=True)
-
-
-def _default_device() -> torch.device:
-    """Outside a Trainer (scripts, notebooks): the GPU when there is one."""
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
