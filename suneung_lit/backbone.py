@@ -143,6 +143,10 @@ def quantize_dynamic_int8(model: torch.nn.Module, compute_dtype: torch.dtype = t
     Weights are quantized once per output channel; activations are quantized per batch on the fly, and the int8
     matmuls run on the CPU's VNNI/AVX-512 kernels (fbgemm). LoRA layers and the output head stay float32, so the
     adapter and the answer logits keep their precision. Returns the number of layers swapped.
+
+    Measured on Qwen2.5-Coder-1.5B-Instruct (``benchmarks/cpu_inference.py``, 19 KLUE items): 2.8x the float32
+    throughput, but 7 answers changed and option probabilities moved by up to 0.67; one scale per activation
+    tensor does not survive this model family's outlier channels. Use it for speed experiments, not for accuracy.
     """
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
