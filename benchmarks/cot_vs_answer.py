@@ -6,6 +6,8 @@ the ``base`` prompt; CoT generates with the ``cot_reasoning`` template (reasonin
 Both stand beside the best constant predictor on the same items, with 95% Wilson intervals and items/s.
 
     python benchmarks/cot_vs_answer.py --items 24 --max-new-tokens 96     # Gemma 3 270M on the CPU
+    python benchmarks/cot_vs_answer.py --model artifacts/qwen2.5-coder-1.5b-instruct --dtype bfloat16 \
+        --items 12 --max-tokens 1024 --max-new-tokens 192                 # the real Qwen on the CPU, ~15 min
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=448)
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
     set_threads()
     from transformers import AutoTokenizer
@@ -57,8 +60,8 @@ def main() -> None:
             module = QLoRAMultipleChoice(
                 args.model,
                 quantization="none",
-                dtype="float32",
-                compute_dtype="float32",
+                dtype=args.dtype,
+                compute_dtype=args.dtype,
                 answer_mode=mode,
                 max_new_tokens=args.max_new_tokens,
             )
