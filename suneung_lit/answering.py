@@ -78,6 +78,7 @@ def build_answerer(
     assistant_prefix: str,
     max_new_tokens: int,
 ) -> Answerer:
+    """The answerer ``model.answer_mode`` asks for; generation is never debiased (its answers are not scores)."""
     if answer_mode == "generate":
         if debias != "none":
             raise ValueError("model.answer_mode generate and model.debias are not combined; set debias: none")
