@@ -74,3 +74,40 @@ def _suffix_logits(model, cache, ids: Tensor, prefix_length: int, mask: Tensor |
         **{_cache_keyword(model): cache},
     )
     return out.logits[:, -1, :]
+
+
+def grouped_prefix_answer_logits(
+    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, group: Tensor, prefix_lengths: list[int]
+) -> Tensor:
+    """Answer-position logits [rows, vocab] for left-padded rows of several prefix groups at once: row ``i``
+    starts with the ``prefix_lengths[group[i]]`` real tokens its group shares.
+
+    Two passes whatever the number of groups: every group's prefix once, left-padded into one batch; then every
+    row's suffix on its group's cache row. Not for sliding-window models (see the module docstring).
+    """
+    rows = [input_ids[i, attention_mask[i].bool()] for i in range(input_ids.shape[0])]
+    firsts = [int((group == g).nonzero()[0]) for g in range(len(prefix_lengths))]
+    prefixes = [rows[r][:n] for r, n in zip(firsts, prefix_lengths, strict=True)]
+    prefix_ids, prefix_mask = left_pad(prefixes, 0, input_ids.device)
+    out = model(
+        input_ids=prefix_ids,
+        attention_mask=prefix_mask,
+        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = _returned_cache(out)
+    cache.batch_select_indices(group)  # one cache row per suffix row, its group's
+    lengths = torch.tensor(prefix_lengths, device=input_ids.device)[group]
+    suffixes = [row[n:] for row, n in zip(rows, lengths.tolist(), strict=True)]
+    suffix_ids, suffix_mask = left_pad(suffixes, 0, input_ids.device)
+    out = model(
+        input_ids=suffix_ids,
+        # The prefix's left padding and the suffix's sit between real tokens; the mask hides both.
+        attention_mask=torch.cat([prefix_mask[group], suffix_mask], dim=1),
+        position_ids=lengths[:, None] + (suffix_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+        **{_cache_keyword(model): cache},
+    )
+    return out.logits[:, -1, :]
