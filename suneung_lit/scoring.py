@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from suneung_lit.prefix_reuse import grouped_prefix_answer_logits, has_sliding_window, shared_prefix_answer_logits
+from suneung_lit.prefix_reuse import shared_prefix_answer_logits
 
 
 def position_ids_for_left_padding(attention_mask: Tensor) -> Tensor:
@@ -56,9 +56,8 @@ def batch_option_scores(
 
 def batch_answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> Tensor:
     """Answer-position logits of a batch whose rows may form prefix-sharing groups (``prefix_group`` >= 0, see
-    ``suneung_lit.data.prefixes``): each group computes its shared prompt prefix once (all groups' prefixes in one
-    pass, then all their suffixes in another; one group at a time on sliding-window models), the other rows run as
-    a plain batch."""
+    ``suneung_lit.data.prefixes``): each group computes its shared prompt prefix once, the other rows run as a
+    plain batch."""
     input_ids, mask = batch["input_ids"], batch["attention_mask"]
     groups = batch.get("prefix_group")
     if groups is None or bool((groups < 0).all()):
@@ -67,16 +66,10 @@ def batch_answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> Ten
     plain = (groups < 0).nonzero().flatten()
     if len(plain):
         parts.append((plain, answer_logits(model, *_trimmed(input_ids[plain], mask[plain]))))
-    grouped = (groups >= 0).nonzero().flatten()
-    if len(grouped) and not has_sliding_window(model):
-        ids, local = groups[grouped].unique(return_inverse=True)
-        lengths = [int(batch["prefix_length"][groups == g][0]) for g in ids.tolist()]
-        parts.append((grouped, grouped_prefix_answer_logits(model, input_ids[grouped], mask[grouped], local, lengths)))
-    elif len(grouped):
-        for group in groups[grouped].unique().tolist():
-            rows = (groups == group).nonzero().flatten()
-            prefix_length = int(batch["prefix_length"][rows[0]])
-            parts.append((rows, shared_prefix_answer_logits(model, input_ids[rows], mask[rows], prefix_length)))
+    for group in groups[groups >= 0].unique().tolist():
+        rows = (groups == group).nonzero().flatten()
+        prefix_length = int(batch["prefix_length"][rows[0]])
+        parts.append((rows, shared_prefix_answer_logits(model, input_ids[rows], mask[rows], prefix_length)))
     logits = parts[0][1].new_empty(len(groups), parts[0][1].shape[-1])
     for rows, part in parts:
         logits[rows] = part

@@ -125,29 +125,3 @@ def test_validate_with_cyclic_debiasing_reads_the_same_accuracy_and_loss_from_sh
         metrics.append(trainer.validate(module, datamodule=datamodule)[0])
     assert metrics[0]["val/acc"] == metrics[1]["val/acc"]
     assert metrics[0]["val/loss"] == pytest.approx(metrics[1]["val/loss"], rel=1e-4)  # vocabulary loss ~60 here
-
-
-def test_several_groups_share_two_passes_and_give_each_row_its_plain_logits(tiny_model_dir, tokenizer):
-    from suneung_lit.data.batching import left_pad
-    from suneung_lit.prefix_reuse import grouped_prefix_answer_logits
-    from suneung_lit.scoring import answer_logits
-
-    module = QLoRAMultipleChoice(str(tiny_model_dir), quantization="none", dtype="float32", compute_dtype="float32")
-    module.configure_model()
-    items = real_items("klue")
-    paragraphs = [items[0].paragraph, items[3].paragraph[:200], items[7].paragraph[:500]]  # unequal prefix lengths
-    rows, group, prefix_lengths = [], [], []
-    for g, paragraph in enumerate(paragraphs):
-        prefix = tokenizer.encode(paragraph, add_special_tokens=False)
-        prefix_lengths.append(len(prefix))
-        for question in ("질문 하나", "조금 더 긴 두 번째 질문입니다"):
-            rows.append(prefix + tokenizer.encode(f"\n{question}\n정답:", add_special_tokens=False))
-            group.append(g)
-    order = [0, 2, 4, 1, 3, 5]  # groups interleaved within the batch
-    input_ids, mask = left_pad([rows[i] for i in order], 0)
-    with torch.no_grad():
-        grouped = grouped_prefix_answer_logits(
-            module.model.eval(), input_ids, mask, torch.tensor([group[i] for i in order]), prefix_lengths
-        )
-        plain = answer_logits(module.model, input_ids, mask)
-    torch.testing.assert_close(grouped, plain, rtol=1e-4, atol=1e-4)
