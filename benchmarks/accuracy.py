@@ -100,7 +100,7 @@ def data_module(args, work: Path, **paths: str) -> MultipleChoiceDataModule:
         cache_dir=str(work / "cache"),
         # The same on-the-fly answer balancing as `fit` with data.balance_train (new positions every epoch).
         balance_train=args.balance_train,
-        # The shifted copies of an item share its paragraph: scored from one prefix pass (predict only).
+        # The shifted copies of an item share its paragraph: one prefix pass scores them all (in predict).
         prefix_reuse=args.prefix_reuse,
         **paths,
     )

@@ -31,6 +31,8 @@ from suneung_lit.data.prefixes import tokens_not_recomputed  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
+MODES = ("none", "pride", "cyclic-plain", "cyclic")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,20 +57,10 @@ def main() -> None:
     module = QLoRAMultipleChoice(args.model, quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "items.csv"
-        write_items(items, path)
-        for mode in ["none"] + [m for m in args.modes if m != "none"]:
-            debias = mode.removesuffix("-plain")
-            module.hparams.debias = debias
-            datamodule = MultipleChoiceDataModule(
-                args.model,
-                predict_path=str(path),
-                max_length=args.max_length,
-                eval_batch_size=args.batch_size,
-                cache_dir=str(Path(folder) / "cache"),
-                debias=debias,
-                shift_prefix_reuse=not mode.endswith("-plain"),
-            )
+        write_items(items, Path(folder) / "items.csv")
+        for mode in modes(args):
+            module.hparams.debias = mode.removesuffix("-plain")
+            datamodule = mode_data(args, mode, Path(folder))
             trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
             started = time.perf_counter()
             outputs = trainer.predict(module, datamodule=datamodule)
@@ -82,22 +74,30 @@ def main() -> None:
     report(results, args, len(items), threads)
 
 
-MODES = ("none", "pride", "cyclic-plain", "cyclic")
+def modes(args) -> list[str]:
+    """The modes to run, ``none`` (the baseline every cost is relative to) first."""
+    return ["none"] + [m for m in args.modes if m != "none"]
+
+
+def mode_data(args, mode: str, folder: Path) -> MultipleChoiceDataModule:
+    """The data module that scores ``folder/items.csv`` under ``mode`` (``cyclic-plain``: no prefix sharing)."""
+    return MultipleChoiceDataModule(
+        args.model,
+        predict_path=str(folder / "items.csv"),
+        max_length=args.max_length,
+        eval_batch_size=args.batch_size,
+        cache_dir=str(folder / "cache"),
+        debias=mode.removesuffix("-plain"),
+        shift_prefix_reuse=not mode.endswith("-plain"),
+    )
 
 
 def count_tokens(args, items) -> None:
     """Prompt tokens each mode computes per item: the compute a forward pass costs, without running one."""
     with tempfile.TemporaryDirectory() as folder:
         write_items(items, Path(folder) / "items.csv")
-        for mode in MODES:
-            datamodule = MultipleChoiceDataModule(
-                args.model,
-                predict_path=str(Path(folder) / "items.csv"),
-                max_length=args.max_length,
-                cache_dir=str(Path(folder) / "cache"),
-                debias=mode.removesuffix("-plain"),
-                shift_prefix_reuse=not mode.endswith("-plain"),
-            )
+        for mode in modes(args):
+            datamodule = mode_data(args, mode, Path(folder))
             datamodule.setup("predict")
             copies, tokens = prompt_cost(datamodule.encoded["predict"], len(items))
             print(f"{mode:13s} {copies:5.2f} copies/item {tokens:7.0f} prompt tokens/item")

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from suneung_lit.data.prefixes import tokens_not_recomputed
 from suneung_lit.prefix_reuse import shared_prefix_answer_logits
 
 
@@ -84,13 +85,8 @@ def _trimmed(input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]
 
 def prompt_tokens(batch: Mapping[str, Any]) -> tuple[int, int]:
     """Prompt tokens a batch computes, and how many it would without prefix sharing."""
-    lengths = batch["attention_mask"].sum(-1)
-    plain = int(lengths.sum())
+    plain = int(batch["attention_mask"].sum())
     groups = batch.get("prefix_group")
     if groups is None:
         return plain, plain
-    saved = 0
-    for group in groups[groups >= 0].unique().tolist():
-        rows = (groups == group).nonzero().flatten()
-        saved += (len(rows) - 1) * int(batch["prefix_length"][rows[0]])
-    return plain - saved, plain
+    return plain - tokens_not_recomputed(groups.tolist(), batch["prefix_length"].tolist()), plain

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from suneung_lit.atomic_write import write_atomically
 from suneung_lit.data.prompts import PromptTemplate
-from suneung_lit.data.records import DataValidationError, Item, Problem
+from suneung_lit.data.records import Item
 from suneung_lit.data.tokenization import fitted_prompt
 
 
@@ -32,13 +32,6 @@ def documents(items: Sequence[Item], template: PromptTemplate, tokenizer, max_le
         }
         for item in items
     ]
-
-
-def require_answers(items: Sequence[Item], source: str) -> None:
-    missing = [item.id for item in items if item.answer is None]
-    if missing:
-        problems = [Problem(source, None, i, "answer", "lm-eval scores labelled items only") for i in missing[:50]]
-        raise DataValidationError(problems, len(missing))
 
 
 def task_yaml(task: str, data_file: Path) -> str:
