@@ -46,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import COMPETITION, ROOT, append_result, fitting_items, prompt_token_counts, set_threads  # noqa: E402
 
+from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import Item, load_items, write_items  # noqa: E402
@@ -62,6 +63,7 @@ from suneung_lit.evaluation import (  # noqa: E402
     wilson_interval,
 )
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
+from suneung_lit.optimization import OptimizationSettings
 
 MODES = {
     # Short items keep a CPU run under 40 minutes; the competition's short items are all 4-choice.
@@ -368,15 +370,12 @@ def main() -> None:
     )
     module = QLoRAMultipleChoice(
         args.model,
-        quantization=args.quantization,
-        compute_dtype=args.dtype,
-        dtype=args.dtype,
-        lora_r=args.lora_r,
-        lora_alpha=2 * args.lora_r,
-        lora_top_layers=args.lora_top_layers,
+        base=BaseSettings(
+            quantization=args.quantization, compute_dtype=args.dtype, dtype=args.dtype, attn_implementation="sdpa"
+        ),
+        lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, top_layers=args.lora_top_layers),
+        optimization=OptimizationSettings(learning_rate=args.learning_rate),
         loss_over=args.loss_over,
-        learning_rate=args.learning_rate,
-        attn_implementation="sdpa",
         # The zero-shot pass comes before training: the module must stay trainable (autocast runs it in bf16).
         inference_in_compute_dtype=False,
     )

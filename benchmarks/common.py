@@ -191,10 +191,10 @@ def random_4bit_model(preset: str, device: torch.device, compute_dtype: torch.dt
 
 def preset_lora_model(preset: str, device: torch.device, compute_dtype: torch.dtype, gradient_checkpointing: bool):
     """``random_4bit_model`` wrapped with the package's default LoRA adapters, as configure_model would."""
-    from suneung_lit.backbone import DEFAULT_TARGET_MODULES, add_lora
+    from suneung_lit.backbone import LoraSettings, add_lora
 
     model = random_4bit_model(preset, device, compute_dtype)
-    return add_lora(model, 8, 16, 0.0, list(DEFAULT_TARGET_MODULES), gradient_checkpointing=gradient_checkpointing)
+    return add_lora(model, LoraSettings(r=8, alpha=16, dropout=0.0), gradient_checkpointing=gradient_checkpointing)
 
 
 # Kernel-name fragments per category, first match wins (cuBLAS/CUTLASS GEMMs, bitsandbytes, SDPA backends).

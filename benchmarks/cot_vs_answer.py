@@ -24,6 +24,7 @@ import lightning as L
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import COMPETITION, ROOT, append_result, fitting_items, set_threads  # noqa: E402
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
@@ -59,9 +60,7 @@ def main() -> None:
         for mode, template in (("logits", "base"), ("generate", "cot_reasoning")):
             module = QLoRAMultipleChoice(
                 args.model,
-                quantization="none",
-                dtype=args.dtype,
-                compute_dtype=args.dtype,
+                base=BaseSettings(quantization="none", dtype=args.dtype, compute_dtype=args.dtype),
                 answer_mode=mode,
                 max_new_tokens=args.max_new_tokens,
             )

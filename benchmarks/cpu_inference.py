@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, append_result, cpu_flags, set_threads  # noqa: E402
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
@@ -39,10 +40,12 @@ def predict(args, option: str, path: Path, work: Path) -> tuple[dict[str, torch.
     settings = OPTIONS[option]
     module = QLoRAMultipleChoice(
         args.model,
-        quantization=settings["quantization"],
-        compute_dtype=settings["dtype"],
-        dtype=settings["dtype"],
-        attn_implementation="sdpa",
+        base=BaseSettings(
+            quantization=settings["quantization"],
+            compute_dtype=settings["dtype"],
+            dtype=settings["dtype"],
+            attn_implementation="sdpa",
+        ),
     )
     datamodule = MultipleChoiceDataModule(
         args.model, predict_path=str(path), max_length=args.max_length, eval_batch_size=args.batch_size,

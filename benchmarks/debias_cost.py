@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import COMPETITION, ROOT, append_result, cpu_flags, fitting_items, set_threads  # noqa: E402
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.prefixes import tokens_not_recomputed  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
@@ -54,7 +55,9 @@ def main() -> None:
     if args.tokens_only:
         return count_tokens(args, items)
     dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
-    module = QLoRAMultipleChoice(args.model, quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
+    module = QLoRAMultipleChoice(
+        args.model, base=BaseSettings(quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
+    )
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         write_items(items, Path(folder) / "items.csv")

@@ -23,6 +23,7 @@ import lightning as L
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, append_result, cpu_flags, set_threads  # noqa: E402
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import load_items  # noqa: E402
 from suneung_lit.evaluation import accuracy, best_constant  # noqa: E402
@@ -31,7 +32,9 @@ from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
 
 def ours(args) -> tuple[dict[str, list[float]], float]:
-    module = QLoRAMultipleChoice(args.model, quantization="none", dtype=args.dtype, compute_dtype=args.dtype)
+    module = QLoRAMultipleChoice(
+        args.model, base=BaseSettings(quantization="none", dtype=args.dtype, compute_dtype=args.dtype)
+    )
     data = MultipleChoiceDataModule(args.model, predict_path=args.data, max_length=args.max_length, eval_batch_size=2)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     started = time.perf_counter()

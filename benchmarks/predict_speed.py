@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     set_threads,
 )
 
+from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.prompts import load_template, render_prompt  # noqa: E402
@@ -79,7 +80,9 @@ def main() -> None:
     dtype = "bfloat16" if accelerator == "gpu" else "float32"
 
     module = QLoRAMultipleChoice(
-        str(path), quantization=args.quantization, compute_dtype=dtype, dtype=dtype, lora_dropout=0.0
+        str(path),
+        base=BaseSettings(quantization=args.quantization, compute_dtype=dtype, dtype=dtype),
+        lora=LoraSettings(dropout=0.0),
     )
     if args.preset:
         device = torch.device("cuda" if accelerator == "gpu" else "cpu")

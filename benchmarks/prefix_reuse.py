@@ -33,6 +33,7 @@ from common import (  # noqa: E402
     set_threads,
 )
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.prefixes import tokens_not_recomputed  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
@@ -75,7 +76,9 @@ def main() -> None:
     path = Path(args.model) if args.model else model_dir(args.hidden, args.layers)
     gpu = torch.cuda.is_available()
     dtype = args.dtype or ("bfloat16" if gpu else "float32")
-    module = QLoRAMultipleChoice(str(path), quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
+    module = QLoRAMultipleChoice(
+        str(path), base=BaseSettings(quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
+    )
     if args.preset:
         device = torch.device("cuda" if gpu else "cpu")
         module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)

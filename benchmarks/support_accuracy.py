@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import readings, score  # noqa: E402
 from common import ROOT, add_data_dir_argument, append_result, fitting_items, set_threads  # noqa: E402
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.records import load_items  # noqa: E402
 from suneung_lit.data.splitting import grouped_split  # noqa: E402
@@ -83,7 +84,9 @@ def main() -> None:
             f"{with_passages} got at least one passage"
         )
 
-        module = QLoRAMultipleChoice(args.model, quantization="none", compute_dtype="float32", dtype="float32")
+        module = QLoRAMultipleChoice(
+            args.model, base=BaseSettings(quantization="none", compute_dtype="float32", dtype="float32")
+        )
         results = {}
         for template in ("base", "support"):
             args.template = template

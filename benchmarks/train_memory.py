@@ -78,6 +78,7 @@ def build(args: argparse.Namespace):
     """The LoRA-wrapped 4-bit model in training mode and its tokenizer."""
     from transformers import AutoTokenizer
 
+    from suneung_lit.backbone import BaseSettings, LoraSettings
     from suneung_lit.module import QLoRAMultipleChoice
 
     set_threads()
@@ -87,9 +88,8 @@ def build(args: argparse.Namespace):
     path = model_dir(args.hidden, args.layers)
     module = QLoRAMultipleChoice(
         str(path),
-        compute_dtype=dtype,
-        dtype=dtype,
-        lora_dropout=0.0,
+        base=BaseSettings(compute_dtype=dtype, dtype=dtype),
+        lora=LoraSettings(dropout=0.0),
         gradient_checkpointing=args.gradient_checkpointing,
     )
     if args.preset:

@@ -60,10 +60,12 @@ def make_inputs(folder: Path, model: Path) -> dict[str, object]:
     from lightning.pytorch.callbacks import LearningRateMonitor
     from lightning.pytorch.loggers import TensorBoardLogger
 
+    from suneung_lit.backbone import BaseSettings, LoraSettings
     from suneung_lit.data.datamodule import MultipleChoiceDataModule
     from suneung_lit.data.records import write_items
     from suneung_lit.data.synthetic import make_items
     from suneung_lit.module import QLoRAMultipleChoice
+    from suneung_lit.optimization import OptimizationSettings
     from suneung_lit.writer import PredictionCSVWriter
 
     sources = ("국어", "사회", "과학")
@@ -75,9 +77,12 @@ def make_inputs(folder: Path, model: Path) -> dict[str, object]:
     write_items(make_items(240, seed=22, prefix="train"), folder / "train.csv")
     L.seed_everything(0)
     module = QLoRAMultipleChoice(
-        str(model), learning_rate=0.004, compute_dtype="float32", dtype="float32", lora_dropout=0.0,
+        str(model),
+        base=BaseSettings(compute_dtype="float32", dtype="float32"),
+        lora=LoraSettings(dropout=0.0),
+        optimization=OptimizationSettings(learning_rate=0.004),
         loss_over="options",
-    )  # fmt: skip
+    )
     paths = dict(max_length=256, eval_batch_size=32, cache_dir=str(folder / "cache"))
     quiet = dict(enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     runs = []

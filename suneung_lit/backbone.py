@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -9,6 +10,57 @@ import torch
 QuantizationChoice = Literal["nf4", "fp4", "int8", "dynamic_int8", "none"]
 DtypeChoice = Literal["bfloat16", "float16", "float32"]
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class BaseSettings:
+    """How the frozen base model is loaded (``model.base`` in a config).
+
+    Args:
+        quantization: ``nf4``/``fp4`` (4-bit), ``int8`` (bitsandbytes), ``none``, or ``dynamic_int8``: torch's
+            dynamic int8 matmuls for CPU validate/test/predict, 2.8x float32 but changing 7 of 19 Qwen answers.
+        double_quant: quantize the 4-bit quantization constants too (saves ~0.4 bit per weight).
+        compute_dtype: dtype the 4-bit matmuls run in; validate, test and predict also cast the unquantized
+            weights to it (see the module's ``inference_in_compute_dtype``).
+        dtype: dtype of the weights that are not quantized (embeddings, norms) when loading.
+        trust_remote_code: run model code from the hub (off unless you trust the repository).
+        attn_implementation: e.g. ``sdpa``, ``eager`` or ``flash_attention_2``; default: transformers' choice.
+    """
+
+    quantization: QuantizationChoice = "nf4"
+    double_quant: bool = True
+    compute_dtype: DtypeChoice = "bfloat16"
+    dtype: DtypeChoice = "bfloat16"
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+    @property
+    def torch_compute_dtype(self) -> torch.dtype:
+        return getattr(torch, self.compute_dtype)
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA adapters that are trained (``model.lora`` in a config).
+
+    Args:
+        r: LoRA rank.
+        alpha: scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rsLoRA).
+        dropout: dropout on the LoRA input.
+        target_modules: module names that get adapters.
+        use_rslora: rank-stabilised scaling.
+        use_dora: weight-decomposed LoRA.
+        top_layers: adapters on the last N transformer layers only (default: every layer); backward stops at the
+            lowest adapted layer, which makes a CPU fine-tune of a real 1.5B model fit an afternoon.
+    """
+
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
+    use_rslora: bool = False
+    use_dora: bool = False
+    top_layers: int | None = None
 
 
 def quantization_config(
@@ -46,25 +98,17 @@ def keep_4bit_weights_trainable_on_cpu(model: torch.nn.Module) -> int:
     return changed
 
 
-def load_base_model(
-    model_name_or_path: str,
-    device: torch.device | None,
-    quantization: QuantizationChoice,
-    double_quant: bool,
-    compute_dtype: torch.dtype,
-    dtype: torch.dtype,
-    trust_remote_code: bool = False,
-    attn_implementation: str | None = None,
-) -> torch.nn.Module:
-    """Load the frozen base model on ``device`` (None: the current GPU when there is one), quantized as configured."""
+def load_base_model(model_name_or_path: str, device: torch.device | None, base: BaseSettings) -> torch.nn.Module:
+    """Load the frozen base model on ``device`` (None: the current GPU when there is one), quantized as configured;
+    ``dynamic_int8`` swaps its linear layers after loading (``quantize_dynamic_int8``)."""
     from transformers import AutoModelForCausalLM
 
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    quant = quantization_config(quantization, double_quant, compute_dtype)
-    kwargs = {"dtype": dtype, "trust_remote_code": trust_remote_code}
-    if attn_implementation:
-        kwargs["attn_implementation"] = attn_implementation
+    quant = quantization_config(base.quantization, base.double_quant, base.torch_compute_dtype)
+    kwargs = {"dtype": getattr(torch, base.dtype), "trust_remote_code": base.trust_remote_code}
+    if base.attn_implementation:
+        kwargs["attn_implementation"] = base.attn_implementation
     if quant is not None:
         # Quantized weights are created on the target device while loading; they cannot be moved afterwards.
         kwargs["quantization_config"] = quant
@@ -72,17 +116,7 @@ def load_base_model(
     return AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
 
 
-def add_lora(
-    model: torch.nn.Module,
-    lora_r: int,
-    lora_alpha: int,
-    lora_dropout: float,
-    target_modules: list[str],
-    use_rslora: bool = False,
-    use_dora: bool = False,
-    gradient_checkpointing: bool = False,
-    top_layers: int | None = None,
-) -> torch.nn.Module:
+def add_lora(model: torch.nn.Module, settings: LoraSettings, gradient_checkpointing: bool = False) -> torch.nn.Module:
     """Freeze a loaded causal LM (prepared for k-bit training when quantized) and wrap it with LoRA adapters,
     on every transformer layer or on the ``top_layers`` closest to the output."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -97,13 +131,13 @@ def add_lora(
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()
     lora = LoraConfig(
-        layers_to_transform=top_layer_indices(model, top_layers),
-        r=lora_r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        target_modules=target_modules,
-        use_rslora=use_rslora,
-        use_dora=use_dora,
+        layers_to_transform=top_layer_indices(model, settings.top_layers),
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        use_rslora=settings.use_rslora,
+        use_dora=settings.use_dora,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -118,8 +152,19 @@ def top_layer_indices(model: torch.nn.Module, top_layers: int | None) -> list[in
         return None
     total = model.config.get_text_config().num_hidden_layers
     if not 1 <= top_layers <= total:
-        raise ValueError(f"lora_top_layers must be between 1 and the model's {total} layers, got {top_layers}")
+        raise ValueError(f"model.lora.top_layers must be between 1 and the model's {total} layers, got {top_layers}")
     return list(range(total - top_layers, total))
+
+
+def check_trainable(quantization: QuantizationChoice, cast_for_inference: bool) -> None:
+    """Refuse to fit a module whose weights cannot be trained: int8-swapped, or already cast for inference."""
+    if quantization == "dynamic_int8":
+        raise RuntimeError("model.base.quantization dynamic_int8 is for validate/test/predict; fit with none or nf4")
+    if cast_for_inference:
+        raise RuntimeError(
+            "this module ran validate/test/predict with its weights cast to model.base.compute_dtype and cannot be "
+            "trained further; build a new one (or set model.inference_in_compute_dtype false)"
+        )
 
 
 def cast_unquantized(model: torch.nn.Module, dtype: torch.dtype) -> int:
@@ -151,11 +196,11 @@ def quantize_dynamic_int8(model: torch.nn.Module, compute_dtype: torch.dtype = t
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     if any(p.device.type != "cpu" for p in model.parameters()):
-        raise ValueError("model.quantization dynamic_int8 runs on the CPU only; use nf4 on a GPU")
+        raise ValueError("model.base.quantization dynamic_int8 runs on the CPU only; use nf4 on a GPU")
     if compute_dtype != torch.float32 or any(p.dtype not in (torch.float32, torch.int8) for p in model.parameters()):
         raise ValueError(
-            "model.quantization dynamic_int8 computes in float32 around its int8 matmuls; "
-            "set model.dtype and model.compute_dtype float32"
+            "model.base.quantization dynamic_int8 computes in float32 around its int8 matmuls; "
+            "set model.base.dtype and model.base.compute_dtype float32"
         )
     head = model.get_output_embeddings()
     names = [

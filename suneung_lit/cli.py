@@ -44,7 +44,7 @@ class SuneungCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         # The model name is set once; the tokenizer and the option count follow it.
         parser.link_arguments("model.model_name_or_path", "data.tokenizer_name_or_path")
-        parser.link_arguments("model.trust_remote_code", "data.trust_remote_code")
+        parser.link_arguments("model.base.trust_remote_code", "data.trust_remote_code")
         parser.link_arguments("model.max_choices", "data.max_choices")
         parser.link_arguments("model.debias", "data.debias")
         parser.link_arguments("model.answer_mode", "data.answer_mode")
@@ -93,8 +93,8 @@ class SuneungCLI(LightningCLI):
             if folder:
                 check_writable(key, Path(folder))
         accelerator = str(config["trainer"].get("accelerator"))
-        if config["model"]["quantization"] != "none" and accelerator == "mps":
-            raise ValueError("bitsandbytes quantization does not run on Apple MPS; set model.quantization: none")
+        if config["model"]["base"]["quantization"] != "none" and accelerator == "mps":
+            raise ValueError("bitsandbytes quantization does not run on Apple MPS; set model.base.quantization: none")
 
 
 def check_writable(key: str, folder: Path) -> None:

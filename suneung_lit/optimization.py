@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -10,10 +11,28 @@ import torch
 OptimizerChoice = Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit"]
 
 
-def build_optimizer(
-    params: Iterable[torch.nn.Parameter], name: OptimizerChoice, learning_rate: float, weight_decay: float
-) -> torch.optim.Optimizer:
+@dataclass(frozen=True)
+class OptimizationSettings:
+    """How the adapters are optimized (``model.optimization`` in a config).
+
+    Args:
+        optimizer: ``adamw`` or a bitsandbytes 8-bit/paged AdamW.
+        learning_rate: peak learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of the optimizer steps spent warming up linearly.
+        scheduler_total_steps: steps of the cosine schedule; default: the trainer's estimated stepping batches.
+    """
+
+    optimizer: OptimizerChoice = "adamw"
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.1
+    scheduler_total_steps: int | None = None
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], settings: OptimizationSettings) -> torch.optim.Optimizer:
     """torch's AdamW, or one of bitsandbytes' 8-bit/paged AdamW variants (optimizer state in less memory)."""
+    name, learning_rate, weight_decay = settings.optimizer, settings.learning_rate, settings.weight_decay
     if name == "adamw":
         return torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     import bitsandbytes as bnb

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from suneung_lit.answering import GeneratedAnswers, ScoredAnswers
+from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
@@ -16,7 +17,9 @@ from suneung_lit.module import QLoRAMultipleChoice
 
 @pytest.fixture()
 def model(tiny_model_dir):
-    module = QLoRAMultipleChoice(str(tiny_model_dir), quantization="none", dtype="float32", lora_dropout=0.0)
+    module = QLoRAMultipleChoice(
+        str(tiny_model_dir), base=BaseSettings(quantization="none", dtype="float32"), lora=LoraSettings(dropout=0.0)
+    )
     module.configure_model()
     return module.model.eval()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.checkpoints import (
     CheckpointMismatchError,
     base_model_fingerprint,
@@ -15,8 +16,10 @@ from suneung_lit.checkpoints import (
 from suneung_lit.module import QLoRAMultipleChoice
 
 
-def lora_model(model_dir, **settings) -> torch.nn.Module:
-    module = QLoRAMultipleChoice(str(model_dir), quantization="none", dtype="float32", lora_dropout=0.0, **settings)
+def lora_model(model_dir, **lora) -> torch.nn.Module:
+    module = QLoRAMultipleChoice(
+        str(model_dir), base=BaseSettings(quantization="none", dtype="float32"), lora=LoraSettings(dropout=0.0, **lora)
+    )
     module.configure_model()
     return module.model
 
@@ -35,10 +38,10 @@ def test_trainable_state_keeps_the_adapters_and_loads_back_into_a_fresh_model(ti
 
 
 def test_loading_names_how_many_weights_are_missing_unexpected_or_misshaped(tiny_model_dir):
-    state = trainable_state(lora_model(tiny_model_dir, lora_r=4))
+    state = trainable_state(lora_model(tiny_model_dir, r=4))
     with pytest.raises(CheckpointMismatchError, match=r"\(tiny r=8\): 0 missing, 0 unexpected, \d+ with other shapes"):
-        load_trainable_state(lora_model(tiny_model_dir, lora_r=8), state, "tiny r=8")
-    one_layer = trainable_state(lora_model(tiny_model_dir, lora_top_layers=1))
+        load_trainable_state(lora_model(tiny_model_dir, r=8), state, "tiny r=8")
+    one_layer = trainable_state(lora_model(tiny_model_dir, top_layers=1))
     with pytest.raises(CheckpointMismatchError, match=r"[1-9]\d* missing, 0 unexpected"):
         load_trainable_state(lora_model(tiny_model_dir), one_layer, "tiny")
 
@@ -47,7 +50,7 @@ def test_fingerprint_ignores_how_the_base_was_loaded_but_not_its_weights(tiny_mo
     from suneung_lit.tiny import build_tiny_model
 
     float32 = base_model_fingerprint(lora_model(tiny_model_dir), "here")
-    module = QLoRAMultipleChoice(str(tiny_model_dir), quantization="none", dtype="bfloat16")
+    module = QLoRAMultipleChoice(str(tiny_model_dir), base=BaseSettings(quantization="none", dtype="bfloat16"))
     module.configure_model()
     check_same_base(float32, base_model_fingerprint(module.model, "elsewhere"))
     other = base_model_fingerprint(lora_model(build_tiny_model(tmp_path / "other", seed=1)), "other")

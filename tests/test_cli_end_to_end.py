@@ -109,7 +109,7 @@ def test_stop_and_resume_reaches_the_same_lora_weights_as_one_run(tiny_model_dir
     settings = [
         "--trainer.max_steps",
         "12",
-        "--model.scheduler_total_steps",
+        "--model.optimization.scheduler_total_steps",
         "12",
         "--data.train_batch_size",
         "4",

@@ -31,7 +31,39 @@ def test_config_parses_and_every_key_is_a_constructor_argument(config, capsys):
 
 
 def test_a_mistyped_key_in_a_config_fails_to_parse(tmp_path, capsys):
+    demo = (REPO / "configs" / "demo.yaml").read_text()
+    assert "\n    r: 8\n" in demo
     broken = tmp_path / "broken.yaml"
-    broken.write_text((REPO / "configs" / "demo.yaml").read_text().replace("lora_r:", "lora_rank:"), encoding="utf-8")
+    broken.write_text(demo.replace("\n    r: 8\n", "\n    rank: 8\n"), encoding="utf-8")
     code, _, err = print_config(broken, capsys)
-    assert code != 0 and "lora_rank" in err
+    assert code != 0 and "rank" in err
+
+
+@pytest.mark.parametrize("flat", ["lora_r: 8", "learning_rate: 0.001", "quantization: none"])
+def test_the_old_flat_keys_are_refused_next_to_their_groups(flat, tmp_path, capsys):
+    """Grouped settings have one spelling: ``model.lora.r``, not ``model.lora_r`` beside it."""
+    old = tmp_path / "old.yaml"
+    old.write_text((REPO / "configs" / "demo.yaml").read_text().replace("model:\n", f"model:\n  {flat}\n"))
+    code, _, err = print_config(old, capsys)
+    assert code != 0 and flat.split(":")[0] in err
+
+
+def test_grouped_settings_reach_the_module_and_its_checkpoint_hyperparameters(tmp_path):
+    """Nested YAML keys build the typed settings; the hyperparameters a checkpoint keeps are plain dicts, so
+    ``torch.load(weights_only=True)`` reads them, and a module rebuilt from them has the same settings."""
+    import torch
+
+    from suneung_lit.backbone import LoraSettings
+    from suneung_lit.cli import SuneungCLI
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+    from suneung_lit.module import QLoRAMultipleChoice
+
+    args = ["--config", str(REPO / "configs" / "demo.yaml"), "--model.lora.r", "4", "--model.lora.top_layers", "1"]
+    module = SuneungCLI(QLoRAMultipleChoice, MultipleChoiceDataModule, args=args, run=False).model
+    assert module.lora == LoraSettings(r=4, alpha=16, dropout=0.0, top_layers=1)
+    assert module.optimization.learning_rate == 0.004 and module.base.quantization == "nf4"
+    torch.save({"hyper_parameters": dict(module.hparams)}, tmp_path / "hparams.pt")
+    saved = torch.load(tmp_path / "hparams.pt", weights_only=True)["hyper_parameters"]
+    assert saved["lora"]["r"] == 4
+    rebuilt = QLoRAMultipleChoice(**{k: v for k, v in saved.items() if not k.startswith("_")})  # _class_path etc.
+    assert (rebuilt.base, rebuilt.lora, rebuilt.optimization) == (module.base, module.lora, module.optimization)

@@ -8,12 +8,14 @@ from dataclasses import replace
 import lightning as L
 import pytest
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.cli import AdapterExport
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 from suneung_lit.export.__main__ import main as export
 from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.optimization import OptimizationSettings
 
 from .conftest import KLUE_READING
 
@@ -57,7 +59,10 @@ def test_lm_eval_reproduces_our_choices_item_for_item_with_an_exported_adapter(t
     """Our predict (plain scoring) and lm-eval's ``hf`` model with ``peft=`` on the exported task: same accuracy,
     same choice on every item. The adapter is trained a few steps first, so that it changes the answers."""
     write_items(make_items(24, seed=3), tmp_path / "train.csv")
-    settings = dict(quantization="none", dtype="float32", compute_dtype="float32", learning_rate=0.05)
+    settings = dict(
+        base=BaseSettings(quantization="none", dtype="float32", compute_dtype="float32"),
+        optimization=OptimizationSettings(learning_rate=0.05),
+    )
     module = QLoRAMultipleChoice(str(tiny_model_dir), **settings)
     train = MultipleChoiceDataModule(str(tiny_model_dir), train_path=str(tmp_path / "train.csv"), max_length=512)
     trainer = quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[AdapterExport(str(tmp_path / "adapter"))])

@@ -70,12 +70,16 @@ def test_generate_mode_validation_logs_accuracy_and_no_digit_loss(tiny_model_dir
     # Its prompts end where generation starts, not at the answer digit: a "loss" there would mean nothing.
     import lightning as L
 
+    from suneung_lit.backbone import BaseSettings
     from suneung_lit.data.datamodule import MultipleChoiceDataModule
     from suneung_lit.module import QLoRAMultipleChoice
 
     write_items(make_items(4, seed=13, prefix="val"), tmp_path / "val.csv")
     module = QLoRAMultipleChoice(
-        str(tiny_model_dir), compute_dtype="float32", dtype="float32", answer_mode="generate", max_new_tokens=4
+        str(tiny_model_dir),
+        base=BaseSettings(compute_dtype="float32", dtype="float32"),
+        answer_mode="generate",
+        max_new_tokens=4,
     )
     datamodule = MultipleChoiceDataModule(
         str(tiny_model_dir), val_path=str(tmp_path / "val.csv"), template="cot_json", max_length=256,

@@ -7,18 +7,24 @@ import lightning as L
 import pytest
 import torch
 
+from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.checkpoints import CheckpointMismatchError
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 from suneung_lit.data.tokenization import option_token_ids
 from suneung_lit.module import QLoRAMultipleChoice
-from suneung_lit.scoring import answer_logits
+from suneung_lit.scoring import answer_logits, batch_option_scores
 
 
-def tiny_module(model_dir, **overrides) -> QLoRAMultipleChoice:
-    settings = {"compute_dtype": "float32", "dtype": "float32", "lora_dropout": 0.0, **overrides}
-    module = QLoRAMultipleChoice(str(model_dir), **settings)
+def tiny_module(model_dir, base: dict | None = None, lora: dict | None = None, **overrides) -> QLoRAMultipleChoice:
+    """The tiny model in float32 without LoRA dropout; ``base`` and ``lora`` override single settings."""
+    module = QLoRAMultipleChoice(
+        str(model_dir),
+        base=BaseSettings(**{"compute_dtype": "float32", "dtype": "float32", **(base or {})}),
+        lora=LoraSettings(**{"dropout": 0.0, **(lora or {})}),
+        **overrides,
+    )
     module.configure_model()
     return module
 
@@ -59,11 +65,11 @@ def test_base_model_is_4bit_with_trainable_lora_only(tiny_model_dir):
 
 
 def test_lora_top_layers_puts_adapters_on_the_last_layers_only(tiny_model_dir):
-    module = tiny_module(tiny_model_dir, quantization="none", lora_top_layers=1)
+    module = tiny_module(tiny_model_dir, {"quantization": "none"}, {"top_layers": 1})
     adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in module.named_parameters() if "lora_" in name}
     assert adapted == {"1"}  # the tiny model has layers 0 and 1
-    with pytest.raises(ValueError, match="lora_top_layers must be between 1 and the model's 2 layers, got 3"):
-        tiny_module(tiny_model_dir, quantization="none", lora_top_layers=3)
+    with pytest.raises(ValueError, match="model.lora.top_layers must be between 1 and the model's 2 layers, got 3"):
+        tiny_module(tiny_model_dir, {"quantization": "none"}, {"top_layers": 3})
 
 
 def test_lm_head_projects_only_the_answer_position(tiny_model_dir, data):
@@ -84,18 +90,14 @@ def test_answer_loss_equals_causal_lm_loss_with_everything_but_the_answer_masked
     module.option_ids = [16, 17, 18, 19, 20]
     row = data.encoded["train"][0]
     prompt = torch.tensor([row["input_ids"]])
-    ours = module._loss(
-        *module._scores(
-            {
-                "input_ids": prompt,
-                "attention_mask": torch.ones_like(prompt),
-                "labels": torch.tensor([row["label"]]),
-                "num_choices": torch.tensor([row["num_choices"]]),
-                "answer": torch.tensor([row["answer"]]),
-            }
-        ),
-        {"labels": torch.tensor([row["label"]]), "answer": torch.tensor([row["answer"]])},
-    )
+    batch = {
+        "input_ids": prompt,
+        "attention_mask": torch.ones_like(prompt),
+        "labels": torch.tensor([row["label"]]),
+        "num_choices": torch.tensor([row["num_choices"]]),
+        "answer": torch.tensor([row["answer"]]),
+    }
+    ours = module._loss(*batch_option_scores(module.model, batch, module.option_ids), batch)
     full = torch.cat([prompt, torch.tensor([[row["label"]]])], dim=1)
     masked = torch.full_like(full, -100)
     masked[0, -1] = row["label"]
@@ -134,9 +136,9 @@ def test_checkpoint_state_holds_only_lora_weights_and_reloads(tiny_model_dir):
 
 
 def test_checkpoint_from_another_lora_shape_is_refused(tiny_model_dir):
-    state = tiny_module(tiny_model_dir, lora_r=4).state_dict()
+    state = tiny_module(tiny_model_dir, lora={"r": 4}).state_dict()
     with pytest.raises(CheckpointMismatchError, match="LoRA r=8"):
-        tiny_module(tiny_model_dir, lora_r=8).load_state_dict(state)
+        tiny_module(tiny_model_dir, lora={"r": 8}).load_state_dict(state)
 
 
 def test_avx512bf16_repack_is_switched_off_before_training(tiny_model_dir, monkeypatch):
@@ -152,7 +154,7 @@ def test_avx512bf16_repack_is_switched_off_before_training(tiny_model_dir, monke
 
 def test_fit_after_sanity_validation_on_cpu_4bit(tiny_model_dir, data):
     """Lightning's sanity-check validation (eval, no grad) followed by training steps, on the 4-bit CPU path."""
-    module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
+    module = QLoRAMultipleChoice(str(tiny_model_dir), base=BaseSettings(compute_dtype="float32", dtype="float32"))
     trainer = _quiet_trainer(max_steps=3, num_sanity_val_steps=1, limit_val_batches=1)
     trainer.fit(module, data)
     assert trainer.global_step == 3
@@ -173,7 +175,7 @@ def test_validation_reports_accuracy_per_source(tiny_model_dir, tmp_path):
         max_length=256,
         eval_batch_size=5,
     )
-    module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
+    module = QLoRAMultipleChoice(str(tiny_model_dir), base=BaseSettings(compute_dtype="float32", dtype="float32"))
     trainer = _quiet_trainer()
     [metrics] = trainer.validate(module, datamodule)
     assert datamodule.groups == ["click", "kmmlu"]
@@ -188,7 +190,9 @@ def test_checkpoint_from_another_base_model_of_the_same_shape_is_refused(tiny_mo
     checkpoint: dict = {}
     tiny_module(tiny_model_dir).on_save_checkpoint(checkpoint)
     tiny_module(tiny_model_dir).on_load_checkpoint(checkpoint)  # the same base loads
-    unquantized_bf16 = QLoRAMultipleChoice(str(tiny_model_dir), quantization="none", dtype="bfloat16")
+    unquantized_bf16 = QLoRAMultipleChoice(
+        str(tiny_model_dir), base=BaseSettings(quantization="none", dtype="bfloat16")
+    )
     unquantized_bf16.on_load_checkpoint(checkpoint)  # the same base loaded another way loads too
     with pytest.raises(CheckpointMismatchError, match="differs \\(embedding_sha256\\)"):
         tiny_module(other).on_load_checkpoint(checkpoint)
@@ -196,7 +200,7 @@ def test_checkpoint_from_another_base_model_of_the_same_shape_is_refused(tiny_mo
 
 def test_predict_runs_unquantized_weights_in_compute_dtype(tiny_model_dir, data):
     """Training keeps norms, embeddings and LoRA in float32; predict casts them to compute_dtype, 4-bit untouched."""
-    module = tiny_module(tiny_model_dir, compute_dtype="bfloat16")
+    module = tiny_module(tiny_model_dir, {"compute_dtype": "bfloat16"})
     assert torch.float32 in {p.dtype for p in module.model.parameters()}
     rotary = {name: b.dtype for name, b in module.model.named_buffers()}
     outputs = _quiet_trainer().predict(module, data.val_dataloader())
@@ -208,16 +212,16 @@ def test_predict_runs_unquantized_weights_in_compute_dtype(tiny_model_dir, data)
 
 
 def test_validate_run_casts_but_validation_inside_fit_does_not(tiny_model_dir, data):
-    training = tiny_module(tiny_model_dir, compute_dtype="bfloat16")
+    training = tiny_module(tiny_model_dir, {"compute_dtype": "bfloat16"})
     _quiet_trainer(max_steps=1, limit_val_batches=1, num_sanity_val_steps=1).fit(training, data)
     assert torch.float32 in {p.dtype for p in training.model.parameters() if p.requires_grad}
-    validating = tiny_module(tiny_model_dir, compute_dtype="bfloat16")
+    validating = tiny_module(tiny_model_dir, {"compute_dtype": "bfloat16"})
     _quiet_trainer(limit_val_batches=1).validate(validating, data)
     assert {p.dtype for p in validating.model.parameters()} == {torch.bfloat16, torch.uint8}
 
 
 def test_inference_cast_can_be_switched_off(tiny_model_dir, data):
-    module = tiny_module(tiny_model_dir, compute_dtype="bfloat16", inference_in_compute_dtype=False)
+    module = tiny_module(tiny_model_dir, {"compute_dtype": "bfloat16"}, inference_in_compute_dtype=False)
     _quiet_trainer().predict(module, data.val_dataloader())
     # (bitsandbytes itself casts a 4-bit layer's bias to the compute dtype on its first forward)
     kept = {n: p.dtype for n, p in module.model.named_parameters() if any(k in n for k in ("lora_", "norm", "embed"))}
@@ -225,16 +229,16 @@ def test_inference_cast_can_be_switched_off(tiny_model_dir, data):
 
 
 def test_dynamic_int8_swaps_the_base_linears_keeps_lora_and_head_float_and_refuses_to_train(tiny_model_dir, data):
-    module = tiny_module(tiny_model_dir, quantization="dynamic_int8")
+    module = tiny_module(tiny_model_dir, {"quantization": "dynamic_int8"})
     quantized = [n for n, m in module.model.named_modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
     assert quantized and not any("lora_" in n or "lm_head" in n for n in quantized)
     assert all(type(m) is not torch.nn.Linear for n, m in module.model.named_modules() if n.endswith("base_layer"))
-    plain = tiny_module(tiny_model_dir, quantization="none")
+    plain = tiny_module(tiny_model_dir, {"quantization": "none"})
     module.option_ids = plain.option_ids = option_token_ids(data.tokenizer, 5)
     batch = next(iter(data.val_dataloader()))
     with torch.no_grad():
-        expected = plain._scores(batch)[1].softmax(-1)
-        close = module._scores(batch)[1].softmax(-1)
+        expected = batch_option_scores(plain.model, batch, plain.option_ids)[1].softmax(-1)
+        close = batch_option_scores(module.model, batch, module.option_ids)[1].softmax(-1)
     torch.testing.assert_close(close, expected, rtol=0, atol=0.02)
     with pytest.raises(RuntimeError, match="dynamic_int8 is for validate/test/predict"):
         _quiet_trainer(max_steps=1).fit(module, data)

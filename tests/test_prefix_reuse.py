@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.prefixes import common_prefix_length, prefix_groups, tokens_not_recomputed
 from suneung_lit.data.records import write_items
@@ -43,8 +44,12 @@ def sharing_items(source: str, count_groups: int, singles: int):
     return chosen + [i for i in items if counts[i.paragraph] == 1][:singles]
 
 
-def predict(model_dir, path, tmp_path, prefix_reuse: bool, shift_prefix_reuse: bool = True, **model_settings):
-    module = QLoRAMultipleChoice(str(model_dir), **model_settings)
+def predict(
+    model_dir, path, tmp_path, prefix_reuse: bool, shift_prefix_reuse: bool = True, quantization="none", debias="none"
+):
+    """Float32 predict of ``path``: each item's option probabilities by id, and the prefix groups scored."""
+    base = BaseSettings(quantization=quantization, dtype="float32", compute_dtype="float32")
+    module = QLoRAMultipleChoice(str(model_dir), base=base, debias=debias)
     datamodule = MultipleChoiceDataModule(
         str(model_dir),
         predict_path=str(path),
@@ -53,7 +58,7 @@ def predict(model_dir, path, tmp_path, prefix_reuse: bool, shift_prefix_reuse: b
         cache_dir=str(tmp_path / "cache"),
         prefix_reuse=prefix_reuse,
         shift_prefix_reuse=shift_prefix_reuse,
-        debias=model_settings.get("debias", "none"),
+        debias=debias,
     )
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     outputs = trainer.predict(module, datamodule=datamodule)
@@ -69,9 +74,8 @@ def test_prefix_reuse_gives_the_plain_probabilities_on_real_shared_paragraphs(
     tiny_model_dir, tmp_path, quantization, source
 ):
     write_items(sharing_items(source, 3, 4), tmp_path / "items.csv")
-    settings = dict(quantization=quantization, dtype="float32", compute_dtype="float32")
-    plain, _ = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, **settings)
-    reused, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, True, **settings)
+    plain, _ = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, quantization=quantization)
+    reused, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, True, quantization=quantization)
     assert len(set(groups) - {-1}) == 3 and sum(g >= 0 for g in groups) >= 6
     assert plain.keys() == reused.keys()
     for item_id, probabilities in plain.items():
@@ -85,9 +89,8 @@ def test_prefix_reuse_matches_plain_scores_on_gemma_past_its_sliding_window(gemm
     counts = Counter(item.paragraph for item in items)
     long_shared = next(p for p in sorted(counts, key=len) if counts[p] > 1 and len(p) > 900)
     write_items([i for i in items if i.paragraph == long_shared], tmp_path / "items.csv")
-    settings = dict(quantization="none", dtype="float32", compute_dtype="float32")
-    plain, _ = predict(gemma_dir, tmp_path / "items.csv", tmp_path, False, **settings)
-    reused, groups = predict(gemma_dir, tmp_path / "items.csv", tmp_path, True, **settings)
+    plain, _ = predict(gemma_dir, tmp_path / "items.csv", tmp_path, False)
+    reused, groups = predict(gemma_dir, tmp_path / "items.csv", tmp_path, True)
     assert groups and all(g == 0 for g in groups)
     for item_id, probabilities in plain.items():
         torch.testing.assert_close(reused[item_id], probabilities, rtol=0, atol=1e-4)
@@ -99,9 +102,8 @@ def test_shifted_copies_scored_from_their_shared_prefix_give_the_plain_debiased_
     tiny_model_dir, tmp_path, debias, paragraphs
 ):
     write_items(sharing_items("klue", 3, 4), tmp_path / "items.csv")
-    settings = dict(quantization="none", dtype="float32", compute_dtype="float32", debias=debias)
-    plain, no_groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, False, **settings)
-    shared, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, paragraphs, True, **settings)
+    plain, no_groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, False, debias=debias)
+    shared, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, paragraphs, True, debias=debias)
     assert not no_groups and len(set(groups) - {-1}) >= (3 if paragraphs else 1)
     assert plain.keys() == shared.keys()
     for item_id, probabilities in plain.items():
@@ -112,7 +114,9 @@ def test_validate_with_cyclic_debiasing_reads_the_same_accuracy_and_loss_from_sh
     write_items(sharing_items("klue", 3, 6), tmp_path / "val.csv")
     metrics = []
     for shift_prefix_reuse in (False, True):
-        module = QLoRAMultipleChoice(str(tiny_model_dir), quantization="none", dtype="float32", debias="cyclic")
+        module = QLoRAMultipleChoice(
+            str(tiny_model_dir), base=BaseSettings(quantization="none", dtype="float32"), debias="cyclic"
+        )
         datamodule = MultipleChoiceDataModule(
             str(tiny_model_dir),
             val_path=str(tmp_path / "val.csv"),

@@ -7,10 +7,12 @@ from dataclasses import replace
 
 import torch
 
+from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.prompts import load_template, render_prompt
 from suneung_lit.data.records import Item, load_items, write_items
 from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.reasoning.rationale import rationale_loss
 from suneung_lit.reasoning.star import main as star_main
 from suneung_lit.reasoning.star import reasoning_of, select_rationales
 
@@ -38,13 +40,17 @@ def test_rationale_loss_equals_causal_lm_loss_on_the_assistant_turn(tiny_model_d
         train_batch_size=2,
     )
     datamodule.setup("fit")
-    module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32", lora_dropout=0.0)
+    module = QLoRAMultipleChoice(
+        str(tiny_model_dir), base=BaseSettings(compute_dtype="float32", dtype="float32"), lora=LoraSettings(dropout=0.0)
+    )
     module.configure_model()
     module.option_ids = [16, 17, 18, 19, 20]
     batch = next(iter(datamodule.train_dataloader()))
     lengths = batch["reasoning_length"].tolist()
     assert sorted(lengths)[0] == 0 and sorted(lengths)[1] > 10  # only the item with a reasoning column
-    ours, _, _ = module._rationale_loss(batch)
+    ours, _, _ = rationale_loss(
+        module.model, batch, module.option_ids, lambda logits, scores: module._loss(logits, scores, batch)
+    )
     # Reference: causal-LM loss over prompt + answer with everything but the assistant turn and the digit masked.
     row = lengths.index(max(lengths))
     keep = batch["attention_mask"][row].bool()

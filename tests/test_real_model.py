@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import Item, write_items
 from suneung_lit.data.synthetic import make_items
@@ -70,7 +71,9 @@ def test_left_padding_matches_unpadded_scores_across_the_sliding_window(gemma_di
         str(gemma_dir), predict_path=str(tmp_path / "items.csv"), max_length=1024, eval_batch_size=2
     )
     datamodule.setup("predict")
-    module = QLoRAMultipleChoice(str(gemma_dir), quantization="none", dtype="float32", compute_dtype="float32")
+    module = QLoRAMultipleChoice(
+        str(gemma_dir), base=BaseSettings(quantization="none", dtype="float32", compute_dtype="float32")
+    )
     module.configure_model()
     module.model.eval()
     batch = next(iter(datamodule.predict_dataloader()))
@@ -88,7 +91,7 @@ def test_left_padding_matches_unpadded_scores_across_the_sliding_window(gemma_di
 def gemma_args(gemma_dir: Path, work: Path, quantization: str) -> list[str]:
     return [
         *common_args(gemma_dir, work, "gemma270m.yaml"),
-        "--model.quantization",
+        "--model.base.quantization",
         quantization,
         "--data.val_path",
         str(work / "val.csv"),

@@ -164,7 +164,7 @@ def test_hard_kill_then_resume_finishes_with_the_planned_steps(tmp_path, tiny_mo
         "40",
         "--trainer.limit_val_batches",
         "0",
-        "--model.scheduler_total_steps",
+        "--model.optimization.scheduler_total_steps",
         "40",
     ]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}

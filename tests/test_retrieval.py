@@ -402,6 +402,7 @@ def test_raft_takes_the_oracle_from_the_oracle_id_column(raft_index):
 def test_raft_output_trains_and_predicts_with_the_support_template(raft_index, tiny_model_dir, tmp_path):
     import lightning as L
 
+    from suneung_lit.backbone import BaseSettings
     from suneung_lit.data.datamodule import MultipleChoiceDataModule
     from suneung_lit.module import QLoRAMultipleChoice
 
@@ -413,7 +414,7 @@ def test_raft_output_trains_and_predicts_with_the_support_template(raft_index, t
         predict_path=str(tmp_path / "raft.csv"), template="support", max_length=512, train_batch_size=4,
         cache_dir=str(tmp_path / "cache"),
     )  # fmt: skip
-    module = QLoRAMultipleChoice(str(tiny_model_dir), compute_dtype="float32", dtype="float32")
+    module = QLoRAMultipleChoice(str(tiny_model_dir), base=BaseSettings(compute_dtype="float32", dtype="float32"))
     quiet = dict(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     L.Trainer(max_steps=2, enable_checkpointing=False, num_sanity_val_steps=0, limit_val_batches=0, **quiet).fit(
         module, datamodule=datamodule
