@@ -44,14 +44,20 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, ROOT, append_result, fitting_items, prompt_token_counts, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    COMPETITION,
+    ROOT,
+    append_result,
+    fitting_items,
+    per_source_split,
+    prompt_token_counts,
+    set_threads,
+)
 
 from suneung_lit.backbone import BaseSettings, LoraSettings
-from suneung_lit.data.cleaning import clean  # noqa: E402
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
 from suneung_lit.data.records import Item, load_items, write_items  # noqa: E402
 from suneung_lit.data.shifting import calibration_items, split_shifted_id  # noqa: E402
-from suneung_lit.data.splitting import grouped_split  # noqa: E402
 from suneung_lit.data.tokenization import group_of  # noqa: E402
 from suneung_lit.debias import PositionPrior, cyclic_average, fit_position_offsets  # noqa: E402
 from suneung_lit.evaluation import (  # noqa: E402
@@ -73,13 +79,6 @@ MODES = {
     # and train counts are per source.
     "qwen-cpu": dict(max_tokens=1024, max_heldout=24, max_train=80, epochs=1, precision="bf16-mixed", dtype="bfloat16"),
 }
-READING, KNOWLEDGE = "reading (KLUE-MRC)", "knowledge (MMMLU/KMMLU)"
-
-
-def with_source(item: Item) -> Item:
-    """Label a competition train row with its source (see the module docstring)."""
-    source = READING if item.num_choices == 5 else KNOWLEDGE
-    return dataclasses.replace(item, metadata={**item.metadata, "source": source})
 
 
 @dataclass
@@ -249,15 +248,11 @@ def report(title: str, scored: Scored, args) -> dict[str, tuple[dict[str, Accura
 
 def competition_split(args, tokenizer) -> tuple[list[Item], list[Item]]:
     """A paragraph-grouped split within each source; ``max_train``/``max_heldout`` count per source."""
-    items, _ = clean(load_items(Path(args.data_dir) / "train.csv"))
-    train, heldout = [], []
-    labelled = [with_source(item) for item in items]
-    for source in (READING, KNOWLEDGE):
-        part = [item for item in labelled if item.metadata["source"] == source]
-        part_train, part_heldout = grouped_split(part, args.val_fraction, args.split_seed)
-        train += fitting_items(part_train, tokenizer, args.max_tokens, args.template, args.max_train)
-        heldout += fitting_items(part_heldout, tokenizer, args.max_tokens, args.template, args.max_heldout)
-    return train, heldout
+    items = load_items(Path(args.data_dir) / "train.csv")
+    limits = dict(max_train=args.max_train, max_heldout=args.max_heldout)
+    return per_source_split(
+        items, tokenizer, args.max_tokens, args.template, args.val_fraction, args.split_seed, **limits
+    )
 
 
 READING_COLUMNS = [

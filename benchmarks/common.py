@@ -49,6 +49,44 @@ def fitting_items(items, tokenizer, max_tokens: int, template: str = "base", lim
     return kept[:limit] if limit else kept
 
 
+READING, KNOWLEDGE = "reading (KLUE-MRC)", "knowledge (MMMLU/KMMLU)"
+
+
+def with_source(item):
+    """Label a competition train row with its source: the 5-choice rows (ids 1380-2899) are reading items written
+    from KLUE-MRC news articles, the 4-choice rows (ids 425-1379) knowledge items from MMMLU/KMMLU."""
+    import dataclasses
+
+    source = READING if item.num_choices == 5 else KNOWLEDGE
+    return dataclasses.replace(item, metadata={**item.metadata, "source": source})
+
+
+def per_source_split(
+    items: list,
+    tokenizer,
+    max_tokens: int,
+    template: str = "base",
+    val_fraction: float = 0.15,
+    seed: int = 42,
+    max_train: int | None = None,
+    max_heldout: int | None = None,
+) -> tuple[list, list]:
+    """The accuracy harness's held-out split of the competition train rows: cleaned, paragraph-grouped within each
+    source, items whose prompts fit ``max_tokens``; ``max_train``/``max_heldout`` count per source."""
+    from suneung_lit.data.cleaning import clean
+    from suneung_lit.data.splitting import grouped_split
+
+    cleaned, _ = clean(items)
+    labelled = [with_source(item) for item in cleaned]
+    train, heldout = [], []
+    for source in (READING, KNOWLEDGE):
+        part = [item for item in labelled if item.metadata["source"] == source]
+        part_train, part_heldout = grouped_split(part, val_fraction, seed)
+        train += fitting_items(part_train, tokenizer, max_tokens, template, max_train)
+        heldout += fitting_items(part_heldout, tokenizer, max_tokens, template, max_heldout)
+    return train, heldout
+
+
 def device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
