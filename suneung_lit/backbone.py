@@ -100,7 +100,7 @@ def keep_4bit_weights_trainable_on_cpu(model: torch.nn.Module) -> int:
 
 def load_base_model(model_name_or_path: str, device: torch.device | None, base: BaseSettings) -> torch.nn.Module:
     """Load the frozen base model on ``device`` (None: the current GPU when there is one), quantized as configured;
-    ``dynamic_int8`` swaps its linear layers after loading (``quantize_dynamic_int8``)."""
+    ``dynamic_int8`` loads unquantized, for the caller to swap with ``quantize_dynamic_int8`` once LoRA is added."""
     from transformers import AutoModelForCausalLM
 
     if device is None:

@@ -56,6 +56,22 @@ def real_items(source: str = "klue", competition_file: str = "test.csv"):
     raise ValueError(f"unknown real-text source {source!r}")
 
 
+def quick_learner(model_dir: Path):
+    """The demo's module on the tiny model (4-bit, float32, no LoRA dropout, options loss, lr 0.004): it learns
+    the synthetic "the paragraph states the answer number" task in a few dozen steps."""
+    from suneung_lit.backbone import BaseSettings, LoraSettings
+    from suneung_lit.module import QLoRAMultipleChoice
+    from suneung_lit.optimization import OptimizationSettings
+
+    return QLoRAMultipleChoice(
+        str(model_dir),
+        base=BaseSettings(compute_dtype="float32", dtype="float32"),
+        lora=LoraSettings(dropout=0.0),
+        optimization=OptimizationSettings(learning_rate=0.004),
+        loss_over="options",
+    )
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen2ForCausalLM with the real Qwen2.5 tokenizer, written to disk like a hub checkout."""

@@ -21,7 +21,6 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
 from streamlit.testing.v1 import AppTest
 
-from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.dashboard import analysis
 from suneung_lit.dashboard.__main__ import main as dashboard_main
 from suneung_lit.dashboard.app_path import APP
@@ -30,11 +29,9 @@ from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.prompts import load_template, prompt_token_counts, render_prompt
 from suneung_lit.data.records import load_items, write_items
 from suneung_lit.data.synthetic import make_items
-from suneung_lit.module import QLoRAMultipleChoice
-from suneung_lit.optimization import OptimizationSettings
 from suneung_lit.writer import PredictionCSVWriter
 
-from .conftest import COMPETITION_DATA, needs_competition
+from .conftest import COMPETITION_DATA, needs_competition, quick_learner
 
 SOURCES = ("국어", "사회")
 
@@ -50,13 +47,7 @@ def run_files(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     write_items(labelled, folder / "data.csv")
     write_items(make_items(64, seed=12, prefix="train"), folder / "train.csv")
     L.seed_everything(0)
-    module = QLoRAMultipleChoice(
-        str(tiny_model_dir),
-        base=BaseSettings(compute_dtype="float32", dtype="float32"),
-        lora=LoraSettings(dropout=0.0),
-        optimization=OptimizationSettings(learning_rate=0.004),
-        loss_over="options",
-    )
+    module = quick_learner(tiny_model_dir)
     paths = dict(max_length=256, eval_batch_size=16, cache_dir=str(folder / "cache"))
     datamodule = MultipleChoiceDataModule(
         str(tiny_model_dir), train_path=str(folder / "train.csv"), val_path=str(folder / "data.csv"), **paths

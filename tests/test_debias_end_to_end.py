@@ -13,13 +13,11 @@ import lightning as L
 import pytest
 import torch
 
-from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
-from suneung_lit.module import QLoRAMultipleChoice
-from suneung_lit.optimization import OptimizationSettings
 
+from .conftest import quick_learner
 from .test_cli_end_to_end import common_args, run_cli
 
 pytestmark = pytest.mark.slow
@@ -37,13 +35,7 @@ def test_debiased_scoring_beats_plain_scoring_after_training_on_skewed_answers(t
     write_items(skewed, tmp_path / "train.csv")
     write_items(make_items(60, seed=6, prefix="val"), tmp_path / "val.csv")  # every position equally often
     L.seed_everything(0)
-    module = QLoRAMultipleChoice(
-        str(tiny_model_dir),
-        base=BaseSettings(compute_dtype="float32", dtype="float32"),
-        lora=LoraSettings(dropout=0.0),
-        optimization=OptimizationSettings(learning_rate=0.004),
-        loss_over="options",
-    )
+    module = quick_learner(tiny_model_dir)
     paths = dict(max_length=256, eval_batch_size=32, cache_dir=str(tmp_path / "cache"))
     datamodule = MultipleChoiceDataModule(
         str(tiny_model_dir),
