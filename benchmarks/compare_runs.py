@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, append_result  # noqa: E402
+from common import COMPETITION, append_result, with_source  # noqa: E402
 
 from suneung_lit.data.records import load_items  # noqa: E402
 from suneung_lit.evaluation import paired_difference  # noqa: E402
@@ -52,8 +52,7 @@ def main() -> None:
     args = parser.parse_args()
     items = load_items(Path(args.data_dir) / "train.csv")
     choices = {item.id: item.num_choices for item in items}
-    # The harness's two sources, told apart by choice count (see accuracy.py).
-    sources = {i: "reading (KLUE-MRC)" if n == 5 else "knowledge (MMMLU/KMMLU)" for i, n in choices.items()}
+    sources = {item.id: with_source(item).metadata["source"] for item in items}  # the harness's two sources
     runs = [json.loads(path.read_text(encoding="utf-8")) for path in (args.a, args.b)]
     a = keyed(runs[0], args.phase_a, choices, sources)
     b = keyed(runs[1], args.phase_b, choices, sources)
