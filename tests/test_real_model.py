@@ -125,22 +125,15 @@ def assert_predicts_every_id(work: Path, items: list[Item]) -> None:
     assert all(1 <= int(row["answer"]) <= item.num_choices for row, item in zip(rows, items, strict=True))
 
 
-def test_short_cli_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path):
-    real = write_work(tmp_path)
-    args = gemma_args(gemma_dir, tmp_path, "none")
-    before = val_metrics(run_cli("validate", *args, cwd=tmp_path))
-    run_cli("fit", *args, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", cwd=tmp_path)
-    checkpoint = ["--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt")]
-    after = val_metrics(run_cli("validate", *args, *checkpoint, cwd=tmp_path))
-    assert after["val/loss"] < before["val/loss"] - 0.1, (before, after)
-    run_cli("predict", *args, *checkpoint, cwd=tmp_path)
-    assert_predicts_every_id(tmp_path, real)
-
-
-def test_4bit_gemma_fits_and_predicts_through_the_cli(gemma_dir, tmp_path):
+def test_4bit_gemma_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path):
     real = write_work(tmp_path)
     args = gemma_args(gemma_dir, tmp_path, "nf4")
-    output = run_cli("fit", *args, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", cwd=tmp_path)
-    assert "max_steps=2` reached" in output
-    run_cli("predict", *args, "--ckpt_path", str(tmp_path / "checkpoints" / "last.ckpt"), cwd=tmp_path)
+    before = val_metrics(run_cli("validate", *args, cwd=tmp_path))
+    # 32 items, 4 a batch, 4 batches a step: the one epoch is 2 optimizer steps; validate measures them after.
+    run_cli("fit", *args, "--trainer.limit_val_batches", "0", cwd=tmp_path)
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 2
+    after = val_metrics(run_cli("validate", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path))
+    assert after["val/loss"] < before["val/loss"] - 0.1 and after["val/acc"] >= 0.9, (before, after)
+    run_cli("predict", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path)
     assert_predicts_every_id(tmp_path, real)
