@@ -1,13 +1,16 @@
 """Shared-passage prefix reuse: items that share a paragraph run the common prompt prefix once.
 
 In the competition test set 869 items share 725 paragraphs. For a group of items whose prompts start with the
-same tokens, the prefix goes through the model once (batch 1, with the key/value cache); each item then runs only
-its own suffix (question, <보기>, choices) on a copy of that cache. The answer logits equal the plain path's up to
-float rounding: the suffix attends to exactly the prefix tokens it would have attended to.
+same tokens, the prefix goes through the model once (with the key/value cache); each item then runs only its own
+suffix (question, <보기>, choices) on a copy of that cache. The answer logits equal the plain path's up to float
+rounding: the suffix attends to exactly the prefix tokens it would have attended to.
 
-Models with sliding-window attention layers (Gemma 3) keep a window of the cache by index, so padding between
-prefix and suffix would shift the window; their suffixes run one at a time, unpadded. Other models run the
-suffixes of a group as one left-padded batch.
+A batch holds several groups (an item's shifted copies form one). Most models run the prefixes of all of them as
+one left-padded pass and then every suffix as a second one, each row reading its own group's cache rows: two
+forward passes a batch, whatever the number of groups (on a CPU, a pass per group cost a quarter more than its
+tokens). Models with sliding-window attention layers (Gemma 3) keep a window of the cache by index, so padding
+before or between prefix and suffix would shift the window: their groups run one at a time, each prefix alone and
+each suffix unpadded.
 """
 
 from __future__ import annotations
@@ -39,6 +42,47 @@ def _returned_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
+def grouped_answer_logits(
+    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, groups: Tensor, prefix_lengths: Tensor
+) -> Tensor:
+    """Answer-position logits [rows, vocab] for left-padded rows that each belong to a prefix-sharing group:
+    ``groups`` holds a row's group id, ``prefix_lengths`` the real tokens its group's rows start with in common."""
+    if has_sliding_window(model):
+        parts = []
+        for group in groups.unique().tolist():
+            rows = (groups == group).nonzero().flatten()
+            length = int(prefix_lengths[rows[0]])
+            parts.append((rows, shared_prefix_answer_logits(model, input_ids[rows], attention_mask[rows], length)))
+        logits = parts[0][1].new_empty(len(groups), parts[0][1].shape[-1])
+        for rows, part in parts:
+            logits[rows] = part
+        return logits
+    return _batched_groups_logits(model, input_ids, attention_mask, groups, prefix_lengths)
+
+
+def _batched_groups_logits(
+    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, groups: Tensor, prefix_lengths: Tensor
+) -> Tensor:
+    rows = [input_ids[i, attention_mask[i].bool()] for i in range(input_ids.shape[0])]
+    names, group_of_row = groups.unique(return_inverse=True)
+    first_row = [int((group_of_row == g).nonzero()[0]) for g in range(len(names))]
+    prefixes = [rows[r][: int(prefix_lengths[r])] for r in first_row]
+    # The pad id is never attended to; 0 exists in every vocabulary.
+    prefix_ids, prefix_mask = left_pad(prefixes, 0, input_ids.device)
+    out = model(
+        input_ids=prefix_ids,
+        attention_mask=prefix_mask,
+        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = _returned_cache(out)
+    cache.batch_select_indices(group_of_row)
+    suffixes = [row[int(length) :] for row, length in zip(rows, prefix_lengths, strict=True)]
+    ids, mask = left_pad(suffixes, 0, input_ids.device)
+    return _suffix_logits(model, cache, ids, prefix_lengths.to(ids.device), mask, prefix_mask[group_of_row])
+
+
 def shared_prefix_answer_logits(
     model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, prefix_length: int
 ) -> Tensor:
@@ -60,10 +104,23 @@ def shared_prefix_answer_logits(
     return _suffix_logits(model, cache, ids, prefix_length, mask)
 
 
-def _suffix_logits(model, cache, ids: Tensor, prefix_length: int, mask: Tensor | None = None) -> Tensor:
+def _suffix_logits(
+    model,
+    cache,
+    ids: Tensor,
+    prefix_length: int | Tensor,
+    mask: Tensor | None = None,
+    prefix_mask: Tensor | None = None,
+) -> Tensor:
+    """The suffix rows' answer logits from ``cache``; ``prefix_length`` is one length for every row or a length
+    per row (then ``prefix_mask`` marks each row's real cached tokens, left-padded)."""
     mask = torch.ones_like(ids) if mask is None else mask
-    full_mask = torch.cat([mask.new_ones(ids.shape[0], prefix_length), mask], dim=1)
+    if prefix_mask is None:
+        prefix_mask = mask.new_ones(ids.shape[0], int(prefix_length))
+    full_mask = torch.cat([prefix_mask, mask], dim=1)
     # Positions continue from the prefix on each row's first real token, as in the unsplit prompt.
+    if isinstance(prefix_length, Tensor):
+        prefix_length = prefix_length[:, None]
     positions = prefix_length + (mask.cumsum(-1) - 1).clamp(min=0)
     out = model(
         input_ids=ids,

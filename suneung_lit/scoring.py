@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from suneung_lit.data.prefixes import tokens_not_recomputed
-from suneung_lit.prefix_reuse import shared_prefix_answer_logits
+from suneung_lit.prefix_reuse import grouped_answer_logits
 
 
 def position_ids_for_left_padding(attention_mask: Tensor) -> Tensor:
@@ -57,8 +57,8 @@ def batch_option_scores(
 
 def batch_answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> Tensor:
     """Answer-position logits of a batch whose rows may form prefix-sharing groups (``prefix_group`` >= 0, see
-    ``suneung_lit.data.prefixes``): each group computes its shared prompt prefix once, the other rows run as a
-    plain batch."""
+    ``suneung_lit.data.prefixes``): each group computes its shared prompt prefix once
+    (``suneung_lit.prefix_reuse``), the other rows run as a plain batch."""
     input_ids, mask = batch["input_ids"], batch["attention_mask"]
     groups = batch.get("prefix_group")
     if groups is None or bool((groups < 0).all()):
@@ -67,10 +67,12 @@ def batch_answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> Ten
     plain = (groups < 0).nonzero().flatten()
     if len(plain):
         parts.append((plain, answer_logits(model, *_trimmed(input_ids[plain], mask[plain]))))
-    for group in groups[groups >= 0].unique().tolist():
-        rows = (groups == group).nonzero().flatten()
-        prefix_length = int(batch["prefix_length"][rows[0]])
-        parts.append((rows, shared_prefix_answer_logits(model, input_ids[rows], mask[rows], prefix_length)))
+    grouped = (groups >= 0).nonzero().flatten()
+    if len(grouped):
+        lengths = batch["prefix_length"][grouped]
+        parts.append(
+            (grouped, grouped_answer_logits(model, input_ids[grouped], mask[grouped], groups[grouped], lengths))
+        )
     logits = parts[0][1].new_empty(len(groups), parts[0][1].shape[-1])
     for rows, part in parts:
         logits[rows] = part

@@ -13,6 +13,7 @@ from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.prefixes import common_prefix_length, prefix_groups, tokens_not_recomputed
 from suneung_lit.data.records import write_items
 from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.scoring import answer_logits, batch_answer_logits
 
 from .conftest import REAL_TEXT, real_items
 
@@ -108,6 +109,27 @@ def test_shifted_copies_scored_from_their_shared_prefix_give_the_plain_debiased_
     assert plain.keys() == shared.keys()
     for item_id, probabilities in plain.items():
         torch.testing.assert_close(shared[item_id], probabilities, rtol=0, atol=1e-5)
+
+
+def test_a_batch_of_several_groups_runs_all_prefixes_in_one_pass_and_all_suffixes_in_another(tiny_model_dir, tmp_path):
+    write_items(sharing_items("klue", 3, 2), tmp_path / "items.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir), predict_path=str(tmp_path / "items.csv"), max_length=2048, eval_batch_size=64,
+        cache_dir=str(tmp_path / "cache"), debias="cyclic",
+    )  # fmt: skip
+    datamodule.setup("predict")
+    (batch,) = datamodule.predict_dataloader()
+    groups, lengths = batch["prefix_group"], batch["prefix_length"]
+    assert bool((groups >= 0).all()) and len(groups.unique()) >= 5 and len(lengths.unique()) >= 5
+    module = QLoRAMultipleChoice(str(tiny_model_dir), base=BaseSettings(quantization="none", dtype="float32"))
+    module.configure_model()
+    passes = []
+    module.model.register_forward_hook(lambda *_: passes.append(1))
+    with torch.no_grad():
+        shared = batch_answer_logits(module.model, batch)
+        assert len(passes) == 2
+        plain = answer_logits(module.model, batch["input_ids"], batch["attention_mask"])
+    torch.testing.assert_close(shared, plain, rtol=0, atol=1e-4)
 
 
 def test_validate_with_cyclic_debiasing_reads_the_same_accuracy_and_loss_from_shared_prefixes(tiny_model_dir, tmp_path):
