@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--quantization", default="none", choices=["none", "nf4"])
     parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16"], help="default: bf16 on a GPU")
+    parser.add_argument("--template", default="base", help="data.template (choices_last: only the choices differ)")
     parser.add_argument("--tokens-only", action="store_true", help="count prompt tokens per mode; load no model")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="none always runs")
     args = parser.parse_args()
@@ -51,7 +52,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    items = fitting_items(load_items(args.data), tokenizer, args.max_length, limit=args.rows)
+    items = fitting_items(load_items(args.data), tokenizer, args.max_length, args.template, limit=args.rows)
     if args.tokens_only:
         return count_tokens(args, items)
     dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
@@ -92,6 +93,7 @@ def mode_data(args, mode: str, folder: Path) -> MultipleChoiceDataModule:
         cache_dir=str(folder / "cache"),
         debias=mode.removesuffix("-plain"),
         shift_prefix_reuse=not mode.endswith("-plain"),
+        template=args.template,
     )
 
 
@@ -107,7 +109,7 @@ def count_tokens(args, items) -> None:
             append_result(
                 "debiasing cost in prompt tokens",
                 ["tokenizer", "rows", "max length", "mode", "copies per item", "prompt tokens per item"],
-                [Path(args.model).name, len(items), args.max_length, mode, f"{copies:.2f}", f"{tokens:.0f}"],
+                [labelled(args), len(items), args.max_length, mode, f"{copies:.2f}", f"{tokens:.0f}"],
             )
 
 
@@ -119,10 +121,16 @@ def prompt_cost(encoded, items: int) -> tuple[float, float]:
     return len(encoded) / items, tokens / items
 
 
+def labelled(args) -> str:
+    """The model's name, and the template when it is not the default."""
+    name = Path(args.model).name
+    return name if args.template == "base" else f"{name}, {args.template} template"
+
+
 def report(results: dict, args, items: int, threads: int) -> None:
     base = {i: int(p.argmax()) for i, p in results["none"][3].items()}
     plain = results.get("cyclic-plain", (None, None, None, None))[3]
-    print(f"\n{Path(args.model).name}, {items} rows <= {args.max_length} tokens, {threads} threads, {cpu_flags()}")
+    print(f"\n{labelled(args)}, {items} rows <= {args.max_length} tokens, {threads} threads, {cpu_flags()}")
     print("mode          copies/item  prompt tokens/item  items/s  cost vs none  changed vs none  max |dp| vs plain")
     for mode, (copies, tokens, rate, probabilities) in results.items():
         changed = sum(int(probabilities[i].argmax()) != base[i] for i in base)
@@ -135,7 +143,7 @@ def report(results: dict, args, items: int, threads: int) -> None:
             "debiasing cost, shared-prefix cyclic",
             ["model", "rows", "mode", "copies per item", "prompt tokens per item", "items/s", "cost vs none",
              "predictions changed vs none", "max prob. diff. vs cyclic-plain", "machine"],
-            [Path(args.model).name, items, mode, f"{copies:.2f}", f"{tokens:.0f}", f"{rate:.3f}",
+            [labelled(args), items, mode, f"{copies:.2f}", f"{tokens:.0f}", f"{rate:.3f}",
              f"{slowdown:.2f}x", changed, agreement, f"{threads} threads, {cpu_flags()}"],
         )  # fmt: skip
     print("debias_cost " + " ".join(f"{m}_items_per_s={r[2]:.3f}" for m, r in results.items()))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from suneung_lit.data.prompts import available_templates, load_template, render_prompt
 from suneung_lit.data.records import DataValidationError, Item
+from suneung_lit.data.shifting import cyclic_shift
 from suneung_lit.data.tokenization import IGNORE_INDEX, encode_items, encoding_stats, option_token_ids
 
 FOUR = Item("q4", "조선 후기의 지문이다.", "옳은 것은?", ("가", "나", "다", "라"), 2)
@@ -13,7 +16,7 @@ FIVE_WITH_BOGI = Item("q5", "지문", "<보기>를 참고할 때 옳은 것은?"
 
 
 def test_bundled_templates_are_all_present():
-    assert {"base", "rules_ko", "tutor_en", "cot_json", "support"} <= set(available_templates())
+    assert {"base", "choices_last", "rules_ko", "tutor_en", "cot_json", "support"} <= set(available_templates())
 
 
 def test_option_tokens_are_qwen_digit_ids(tokenizer):
@@ -21,7 +24,7 @@ def test_option_tokens_are_qwen_digit_ids(tokenizer):
     assert len(tokenizer) == 151_665
 
 
-@pytest.mark.parametrize("name", ["base", "rules_ko", "tutor_en", "cot_json"])
+@pytest.mark.parametrize("name", ["base", "choices_last", "rules_ko", "tutor_en", "cot_json"])
 def test_instruction_matches_the_item_choice_count(tokenizer, name):
     template = load_template(name)
     four, five = render_prompt(FOUR, template, tokenizer), render_prompt(FIVE_WITH_BOGI, template, tokenizer)
@@ -35,6 +38,23 @@ def test_prompt_is_a_user_turn_ending_at_the_answer_position(tokenizer):
     text = render_prompt(FOUR, load_template("base"), tokenizer)
     assert text.startswith("<|im_start|>system\n") and "<|im_start|>user\n지문:\n조선 후기의 지문이다." in text
     assert text.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("item", [FOUR, FIVE_WITH_BOGI], ids=["plain", "with_bogi"])
+def test_choices_last_leaves_shifted_copies_only_the_choices_and_the_answer_cue_to_compute_apart(tokenizer, item):
+    # With debias cyclic every shifted copy recomputes what follows the copies' common prefix: in `base` that is
+    # the choices and the closing instruction, in `choices_last` the choices and "정답:" alone.
+    def own_part(name: str) -> str:
+        template = load_template(name)
+        first, second = (render_prompt(cyclic_shift(item, s), template, tokenizer) for s in (0, 1))
+        return first[len(os.path.commonprefix([first, second])) :]
+
+    assert "중에 하나를" in own_part("base")
+    base_rendered = render_prompt(item, load_template("base"), tokenizer)
+    last_rendered = render_prompt(item, load_template("choices_last"), tokenizer)
+    assert sorted(base_rendered.replace("\n", "")) == sorted(last_rendered.replace("\n", ""))
+    assert own_part("choices_last").startswith(item.choices[0]) and "중에 하나를" not in own_part("choices_last")
+    assert own_part("choices_last").endswith("\n\n정답:<|im_end|>\n<|im_start|>assistant\n")
 
 
 def test_tutor_en_uses_its_own_system_prompt(tokenizer):
