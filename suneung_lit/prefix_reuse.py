@@ -21,6 +21,7 @@ import inspect
 import torch
 from torch import Tensor
 
+from suneung_lit.backbone import last_positions
 from suneung_lit.data.batching import left_pad
 
 
@@ -47,23 +48,9 @@ def grouped_answer_logits(
 ) -> Tensor:
     """Answer-position logits [rows, vocab] for left-padded rows that each belong to a prefix-sharing group:
     ``groups`` holds a row's group id, ``prefix_lengths`` the real tokens its group's rows start with in common."""
-    if has_sliding_window(model):
-        parts = []
-        for group in groups.unique().tolist():
-            rows = (groups == group).nonzero().flatten()
-            length = int(prefix_lengths[rows[0]])
-            parts.append((rows, shared_prefix_answer_logits(model, input_ids[rows], attention_mask[rows], length)))
-        logits = parts[0][1].new_empty(len(groups), parts[0][1].shape[-1])
-        for rows, part in parts:
-            logits[rows] = part
-        return logits
-    return _batched_groups_logits(model, input_ids, attention_mask, groups, prefix_lengths)
-
-
-def _batched_groups_logits(
-    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, groups: Tensor, prefix_lengths: Tensor
-) -> Tensor:
     rows = [input_ids[i, attention_mask[i].bool()] for i in range(input_ids.shape[0])]
+    if has_sliding_window(model):
+        return _one_group_at_a_time(model, rows, groups, prefix_lengths)
     names, group_of_row = groups.unique(return_inverse=True)
     first_row = [int((group_of_row == g).nonzero()[0]) for g in range(len(names))]
     prefixes = [rows[r][: int(prefix_lengths[r])] for r in first_row]
@@ -74,7 +61,7 @@ def _batched_groups_logits(
         attention_mask=prefix_mask,
         position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
         use_cache=True,
-        logits_to_keep=1,
+        logits_to_keep=last_positions(prefix_ids.shape[1], 1, prefix_ids.device),
     )
     cache = _returned_cache(out)
     cache.batch_select_indices(group_of_row)
@@ -83,25 +70,19 @@ def _batched_groups_logits(
     return _suffix_logits(model, cache, ids, prefix_lengths.to(ids.device), mask, prefix_mask[group_of_row])
 
 
-def shared_prefix_answer_logits(
-    model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, prefix_length: int
-) -> Tensor:
-    """Answer-position logits [rows, vocab] for left-padded rows that all start with the same ``prefix_length``
-    real tokens, computing that prefix once."""
-    rows = [input_ids[i, attention_mask[i].bool()] for i in range(input_ids.shape[0])]
-    prefix = rows[0][:prefix_length][None]
-    suffixes = [row[prefix_length:] for row in rows]
-    out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=1)
-    cache = _returned_cache(out)
-    if has_sliding_window(model):
-        logits = []
-        for suffix in suffixes:
-            logits.append(_suffix_logits(model, copy.deepcopy(cache), suffix[None], prefix_length))
-        return torch.cat(logits)
-    cache.batch_repeat_interleave(len(suffixes))
-    # The pad id is never attended to; 0 exists in every vocabulary.
-    ids, mask = left_pad(suffixes, 0, input_ids.device)
-    return _suffix_logits(model, cache, ids, prefix_length, mask)
+def _one_group_at_a_time(model: torch.nn.Module, rows: list[Tensor], groups: Tensor, prefix_lengths: Tensor) -> Tensor:
+    """Each group's prefix alone, then each of its suffixes alone and unpadded, from a copy of the cache."""
+    logits: list[Tensor] = [torch.empty(0)] * len(rows)
+    for group in groups.unique().tolist():
+        members = (groups == group).nonzero().flatten().tolist()
+        length = int(prefix_lengths[members[0]])
+        prefix = rows[members[0]][:length][None]
+        keep = last_positions(length, 1, prefix.device)
+        out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=keep)
+        cache = _returned_cache(out)
+        for row in members:
+            logits[row] = _suffix_logits(model, copy.deepcopy(cache), rows[row][length:][None], length)
+    return torch.cat(logits)
 
 
 def _suffix_logits(
@@ -127,7 +108,7 @@ def _suffix_logits(
         attention_mask=full_mask,
         position_ids=positions,
         use_cache=True,
-        logits_to_keep=1,
+        logits_to_keep=last_positions(ids.shape[1], 1, ids.device),
         **{_cache_keyword(model): cache},
     )
     return out.logits[:, -1, :]

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from suneung_lit.backbone import last_positions
 from suneung_lit.data.prefixes import tokens_not_recomputed
 from suneung_lit.prefix_reuse import grouped_answer_logits
 
@@ -20,7 +21,7 @@ def position_ids_for_left_padding(attention_mask: Tensor) -> Tensor:
 def answer_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
     """Vocabulary logits at the last position only: [batch, vocab].
 
-    ``logits_to_keep=1`` makes the causal-LM head project one hidden state per row instead of the whole
+    Keeping one position makes the causal-LM head project one hidden state per row instead of the whole
     sequence, so the [batch, length, vocab] tensor (151k columns for Qwen) is never built.
     """
     return last_logits(model, input_ids, attention_mask, 1)[:, -1, :]
@@ -32,7 +33,7 @@ def last_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tenso
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_for_left_padding(attention_mask),
-        logits_to_keep=keep,
+        logits_to_keep=last_positions(input_ids.shape[1], keep, input_ids.device),
         use_cache=False,
     )
     return output.logits
