@@ -63,6 +63,11 @@ class LoraSettings:
     top_layers: int | None = None
 
 
+def position_ids_for_left_padding(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that start at 0 on each row's first real token, so left padding does not shift RoPE."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
 def last_positions(length: int, keep: int, device: torch.device) -> torch.Tensor:
     """``logits_to_keep`` for the last ``keep`` positions of ``length``, as indices rather than a count.
 

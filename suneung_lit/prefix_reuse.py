@@ -21,7 +21,7 @@ import inspect
 import torch
 from torch import Tensor
 
-from suneung_lit.backbone import last_positions
+from suneung_lit.backbone import last_positions, position_ids_for_left_padding
 from suneung_lit.data.batching import left_pad
 
 
@@ -59,7 +59,7 @@ def grouped_answer_logits(
     out = model(
         input_ids=prefix_ids,
         attention_mask=prefix_mask,
-        position_ids=(prefix_mask.cumsum(-1) - 1).clamp(min=0),
+        position_ids=position_ids_for_left_padding(prefix_mask),
         use_cache=True,
         logits_to_keep=last_positions(prefix_ids.shape[1], 1, prefix_ids.device),
     )
@@ -102,7 +102,7 @@ def _suffix_logits(
     # Positions continue from the prefix on each row's first real token, as in the unsplit prompt.
     if isinstance(prefix_length, Tensor):
         prefix_length = prefix_length[:, None]
-    positions = prefix_length + (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = prefix_length + position_ids_for_left_padding(mask)
     out = model(
         input_ids=ids,
         attention_mask=full_mask,

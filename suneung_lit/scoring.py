@@ -8,14 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from suneung_lit.backbone import last_positions
+from suneung_lit.backbone import last_positions, position_ids_for_left_padding
 from suneung_lit.data.prefixes import tokens_not_recomputed
 from suneung_lit.prefix_reuse import grouped_answer_logits
-
-
-def position_ids_for_left_padding(attention_mask: Tensor) -> Tensor:
-    """Positions that start at 0 on each row's first real token, so left padding does not shift RoPE."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def answer_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
