@@ -9,7 +9,9 @@ and for ``cyclic`` the largest probability difference from ``cyclic-plain`` (the
     python benchmarks/debias_cost.py                                   # Gemma 3 270M on the CPU, ~5 minutes
     python benchmarks/debias_cost.py --model artifacts/tiny-qwen2 --rows 200
     python benchmarks/debias_cost.py --model artifacts/qwen2.5-coder-1.5b-instruct --dtype bfloat16 \
-        --rows 12 --max-length 1024 --batch-size 4                     # the real Qwen on a CPU, ~15 minutes
+        --rows 12 --max-length 1024 --batch-size 4                     # the real Qwen on a CPU, ~10 minutes
+    python benchmarks/debias_cost.py --preset qwen2.5-32b --rows 200 --max-length 2048 --batch-size 16 \
+        --data-dir DIR                                                 # 32B-shaped random NF4 weights, GPU
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ import lightning as L
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import COMPETITION, ROOT, append_result, cpu_flags, fitting_items, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    PRESETS,
+    ROOT,
+    add_data_dir_argument,
+    append_result,
+    cpu_flags,
+    fitting_items,
+    preset_lora_model,
+    set_threads,
+)
 
 from suneung_lit.backbone import BaseSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
@@ -38,7 +49,9 @@ MODES = ("none", "pride", "cyclic-plain", "cyclic")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "artifacts" / "gemma-3-270m"))
-    parser.add_argument("--data", default=str(COMPETITION / "test.csv"))
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights (GPU)")
+    add_data_dir_argument(parser)
+    parser.add_argument("--data", help="a file of items (default: test.csv in --data-dir)")
     parser.add_argument("--rows", type=int, default=40, help="first N rows that fit --max-length")
     parser.add_argument("--max-length", type=int, default=448)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -48,17 +61,23 @@ def main() -> None:
     parser.add_argument("--tokens-only", action="store_true", help="count prompt tokens per mode; load no model")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="none always runs")
     args = parser.parse_args()
+    if args.preset:  # random weights of that shape under the real Qwen2.5 tokenizer
+        args.model, args.quantization = str(ROOT / "artifacts" / "tiny-qwen2"), "nf4"
     threads = set_threads()
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    items = fitting_items(load_items(args.data), tokenizer, args.max_length, args.template, limit=args.rows)
+    data = args.data or Path(args.data_dir) / "test.csv"
+    items = fitting_items(load_items(data), tokenizer, args.max_length, args.template, limit=args.rows)
     if args.tokens_only:
         return count_tokens(args, items)
     dtype = args.dtype or ("bfloat16" if torch.cuda.is_available() else "float32")
     module = QLoRAMultipleChoice(
         args.model, base=BaseSettings(quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     )
+    if args.preset:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         write_items(items, Path(folder) / "items.csv")
@@ -123,7 +142,7 @@ def prompt_cost(encoded, items: int) -> tuple[float, float]:
 
 def labelled(args) -> str:
     """The model's name, and the template when it is not the default."""
-    name = Path(args.model).name
+    name = args.preset or Path(args.model).name
     return name if args.template == "base" else f"{name}, {args.template} template"
 
 

@@ -49,6 +49,8 @@ step 100 benchmarks/predict_speed.py --preset "$MID" --rows 48 --max-length 2048
 # 32B training step memory, answer-position logits vs full logits (one process on a GPU, model built once).
 step 120 benchmarks/train_memory.py --preset "$BIG" --lengths 1024 2048 --batch-size 1 --steps 2 \
   --gradient-checkpointing
+# Cyclic debiasing from batched shared prefixes against every shifted copy in full, and against none (7B).
+step 150 benchmarks/debias_cost.py --preset "$MID" --rows 96 --max-length 2048 --batch-size 16
 # Last, run when the budget allows: 7B prefix reuse vs plain beside the plain path batched vs one row at a time
 # (how far bf16 rounding alone moves answers on a GPU).
 step 180 benchmarks/prefix_reuse.py --preset "$MID" "${ROWS[@]}" --tokens-per-batch "$TOKENS" --noise-floor
