@@ -67,7 +67,7 @@ def grouped_answer_logits(
     cache.batch_select_indices(group_of_row)
     suffixes = [row[int(length) :] for row, length in zip(rows, prefix_lengths, strict=True)]
     ids, mask = left_pad(suffixes, 0, input_ids.device)
-    return _suffix_logits(model, cache, ids, prefix_lengths.to(ids.device), mask, prefix_mask[group_of_row])
+    return _suffix_logits(model, cache, ids, mask, prefix_lengths.to(ids.device), prefix_mask[group_of_row])
 
 
 def _one_group_at_a_time(model: torch.nn.Module, rows: list[Tensor], groups: Tensor, prefix_lengths: Tensor) -> Tensor:
@@ -80,29 +80,21 @@ def _one_group_at_a_time(model: torch.nn.Module, rows: list[Tensor], groups: Ten
         keep = last_positions(length, 1, prefix.device)
         out = model(input_ids=prefix, attention_mask=torch.ones_like(prefix), use_cache=True, logits_to_keep=keep)
         cache = _returned_cache(out)
+        lengths, prefix_mask = torch.tensor([length], device=prefix.device), torch.ones_like(prefix)
         for row in members:
-            logits[row] = _suffix_logits(model, copy.deepcopy(cache), rows[row][length:][None], length)
+            suffix = rows[row][length:][None]
+            logits[row] = _suffix_logits(
+                model, copy.deepcopy(cache), suffix, torch.ones_like(suffix), lengths, prefix_mask
+            )
     return torch.cat(logits)
 
 
-def _suffix_logits(
-    model,
-    cache,
-    ids: Tensor,
-    prefix_length: int | Tensor,
-    mask: Tensor | None = None,
-    prefix_mask: Tensor | None = None,
-) -> Tensor:
-    """The suffix rows' answer logits from ``cache``; ``prefix_length`` is one length for every row or a length
-    per row (then ``prefix_mask`` marks each row's real cached tokens, left-padded)."""
-    mask = torch.ones_like(ids) if mask is None else mask
-    if prefix_mask is None:
-        prefix_mask = mask.new_ones(ids.shape[0], int(prefix_length))
+def _suffix_logits(model, cache, ids: Tensor, mask: Tensor, prefix_lengths: Tensor, prefix_mask: Tensor) -> Tensor:
+    """The left-padded suffix rows' answer logits from ``cache``, whose rows hold each suffix's prefix
+    (``prefix_lengths`` real tokens, marked in the left-padded ``prefix_mask``)."""
     full_mask = torch.cat([prefix_mask, mask], dim=1)
     # Positions continue from the prefix on each row's first real token, as in the unsplit prompt.
-    if isinstance(prefix_length, Tensor):
-        prefix_length = prefix_length[:, None]
-    positions = prefix_length + position_ids_for_left_padding(mask)
+    positions = prefix_lengths[:, None] + position_ids_for_left_padding(mask)
     out = model(
         input_ids=ids,
         attention_mask=full_mask,
