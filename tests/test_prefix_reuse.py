@@ -15,7 +15,7 @@ from suneung_lit.data.records import write_items
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.scoring import answer_logits, batch_answer_logits
 
-from .conftest import REAL_TEXT, real_items
+from .conftest import FIXTURES, REAL_TEXT, real_items
 
 
 def test_common_prefix_leaves_every_sequence_a_token_of_its_own():
@@ -151,3 +151,26 @@ def test_validate_with_cyclic_debiasing_reads_the_same_accuracy_and_loss_from_sh
         metrics.append(trainer.validate(module, datamodule=datamodule)[0])
     assert metrics[0]["val/acc"] == metrics[1]["val/acc"]
     assert metrics[0]["val/loss"] == pytest.approx(metrics[1]["val/loss"], rel=1e-4)  # vocabulary loss ~60 here
+
+
+def test_shifted_copies_of_items_without_a_paragraph_share_their_question_as_a_prefix(tiny_model_dir, tmp_path):
+    """The real CLIcK CSAT items have no paragraph: each item's shifted copies (what the accuracy harness writes)
+    form a group of their own on the system prompt and question, with the plain probabilities."""
+    from suneung_lit.data.converters import convert
+    from suneung_lit.data.shifting import split_shifted_id
+    from suneung_lit.evaluation import balanced_copies
+
+    items = convert("click", sorted((FIXTURES / "click_release").rglob("*.json"))).items
+    assert len(items) == 6 and not any(item.paragraph.strip() for item in items)
+    copies = balanced_copies(items)
+    write_items(copies, tmp_path / "copies.csv")
+    plain, _ = predict(tiny_model_dir, tmp_path / "copies.csv", tmp_path, False, False)
+    reused, groups = predict(tiny_model_dir, tmp_path / "copies.csv", tmp_path, True, False)
+    items_of_group = {}
+    for copy, group in zip(copies, groups, strict=True):
+        items_of_group.setdefault(group, set()).add(split_shifted_id(copy.id)[0])
+    items_of_group.pop(-1, None)  # a question too short to be worth a pass of its own (MIN_SHARED_TOKENS)
+    assert len(items_of_group) >= 5 and all(len(ids) == 1 for ids in items_of_group.values())
+    assert plain.keys() == reused.keys()
+    for item_id, probabilities in plain.items():
+        torch.testing.assert_close(reused[item_id], probabilities, rtol=0, atol=1e-5)

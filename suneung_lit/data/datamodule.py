@@ -30,6 +30,14 @@ from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
 
 
+def shared_context(item: Item) -> tuple[str, ...]:
+    """The text before the choices that rows likely share: the paragraph, or for an item without one (KMMLU,
+    CLIcK) its question and <보기>, which its shifted copies share."""
+    if item.paragraph.strip():
+        return (item.paragraph,)
+    return ("", item.question, item.question_plus or "")
+
+
 class MultipleChoiceDataModule(L.LightningDataModule):
     """Reads the CSV/JSONL files named in the config and serves batches whose last position is the answer slot.
 
@@ -300,12 +308,13 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.groups = sorted({g for ds in self.encoded.values() for g in ds.unique("group") if g})
 
     def _prefix_keys(self, copies: list[ScoredCopy]) -> list | None:
-        """What makes evaluation rows share a prompt prefix: their paragraph, or the item they are copies of."""
+        """What makes evaluation rows share a prompt prefix: their paragraph (for items without one, the question),
+        or the item they are copies of."""
         if self.answer_mode == "generate":  # the prompts end where generation starts: nothing is scored there
             return None
         if self.prefix_reuse:
             # PriDe's calibration items are scored before the rest (they estimate the prior): never one group.
-            return [(copy.item.paragraph, copy.calibration) for copy in copies]
+            return [(shared_context(copy.item), copy.calibration) for copy in copies]
         if self.shift_prefix_reuse and self.debias in ("cyclic", "pride"):
             return [copy.item_index for copy in copies]
         return None
