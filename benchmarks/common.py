@@ -235,6 +235,15 @@ def preset_lora_model(preset: str, device: torch.device, compute_dtype: torch.dt
     return add_lora(model, LoraSettings(r=8, alpha=16, dropout=0.0), gradient_checkpointing=gradient_checkpointing)
 
 
+def use_preset(module, preset: str | None, dtype: str) -> None:
+    """Swap a preset's random 4-bit model (``preset_lora_model``, on the GPU when there is one) into ``module`` in
+    place of the weights it loaded, so that a run times a Qwen2.5 shape whose real weights never reach the GPU.
+    No preset: the module keeps its own model."""
+    if preset:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        module.model = preset_lora_model(preset, device, getattr(torch, dtype), gradient_checkpointing=False)
+
+
 # Kernel-name fragments per category, first match wins (cuBLAS/CUTLASS GEMMs, bitsandbytes, SDPA backends).
 KERNEL_CATEGORIES = (
     ("4-bit dequantize", ("dequant", "kdequant")),

@@ -33,8 +33,8 @@ from common import (  # noqa: E402
     append_result,
     cpu_flags,
     fitting_items,
-    preset_lora_model,
     set_threads,
+    use_preset,
 )
 
 from suneung_lit.backbone import BaseSettings
@@ -75,9 +75,7 @@ def main() -> None:
     module = QLoRAMultipleChoice(
         args.model, base=BaseSettings(quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     )
-    if args.preset:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)
+    use_preset(module, args.preset, dtype)
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         write_items(items, Path(folder) / "items.csv")

@@ -29,8 +29,8 @@ from common import (  # noqa: E402
     fitting_items,
     model_dir,
     predict_trainer,
-    preset_lora_model,
     set_threads,
+    use_preset,
 )
 
 from suneung_lit.backbone import BaseSettings, LoraSettings
@@ -84,9 +84,7 @@ def main() -> None:
         base=BaseSettings(quantization=args.quantization, compute_dtype=dtype, dtype=dtype),
         lora=LoraSettings(dropout=0.0),
     )
-    if args.preset:
-        device = torch.device("cuda" if accelerator == "gpu" else "cpu")
-        module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)
+    use_preset(module, args.preset, dtype)
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
         probe = MultipleChoiceDataModule(str(path), predict_path=str(args.data_dir / "test.csv"))

@@ -28,9 +28,9 @@ from common import (  # noqa: E402
     append_result,
     model_dir,
     predict_trainer,
-    preset_lora_model,
     profile_gpu,
     set_threads,
+    use_preset,
 )
 
 from suneung_lit.backbone import BaseSettings
@@ -79,9 +79,7 @@ def main() -> None:
     module = QLoRAMultipleChoice(
         str(path), base=BaseSettings(quantization=args.quantization, compute_dtype=dtype, dtype=dtype)
     )
-    if args.preset:
-        device = torch.device("cuda" if gpu else "cpu")
-        module.model = preset_lora_model(args.preset, device, getattr(torch, dtype), gradient_checkpointing=False)
+    use_preset(module, args.preset, dtype)
     items = load_items(Path(args.data_dir) / "test.csv")[: args.rows]
     results = {}
     with tempfile.TemporaryDirectory() as scratch:
