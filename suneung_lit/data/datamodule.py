@@ -82,7 +82,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         prefix_reuse: in validate, test and predict, items whose prompts share a paragraph compute the common
             prompt prefix once and reuse its key/value cache for each question (see ``suneung_lit.prefix_reuse``);
             the probabilities equal the plain path's up to float rounding. With ``debias`` the group also holds
-            the items' shifted copies.
+            the items' shifted copies. Items without a paragraph (KMMLU, CLIcK) group on their question and <보기>,
+            which an item's shifted copies share.
         shift_prefix_reuse: with ``debias`` cyclic or pride, an item's shifted copies compute the prompt they share
             (everything before the choices) once and score only their choices from its key/value cache: cyclic
             costs little more than one pass instead of ``n`` (see README 'Debiasing'). Same probabilities up to
