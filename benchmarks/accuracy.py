@@ -189,6 +189,14 @@ def outcomes(scored: Scored, pride_fraction: float, seed: int) -> dict[str, list
     return dict(right)
 
 
+def row_items(items: list[Item], reading: str) -> list[str]:
+    """The item id of each row of a reading, in ``outcomes`` order: balanced readings have one row per shifted
+    copy, so an item's copies form one unit of a paired test."""
+    if reading.endswith("balanced"):
+        return [item.id for item in items for _ in range(item.num_choices)]
+    return [item.id for item in items]
+
+
 def readings(scored: Scored, right: dict[str, list[bool]]) -> dict[str, Accuracy]:
     """Accuracy of each reading beside the best constant predictors on the same items."""
     items = scored.items
@@ -249,7 +257,7 @@ def report(title: str, scored: Scored, args) -> dict[str, tuple[dict[str, Accura
 def competition_split(args, tokenizer) -> tuple[list[Item], list[Item]]:
     """A paragraph-grouped split within each source; ``max_train``/``max_heldout`` count per source."""
     items = load_items(Path(args.data_dir) / "train.csv")
-    limits = dict(max_train=args.max_train, max_heldout=args.max_heldout)
+    limits = dict(max_train=args.max_train, max_heldout=args.max_heldout, heldout_offset=args.heldout_offset)
     return per_source_split(
         items, tokenizer, args.max_tokens, args.template, args.val_fraction, args.split_seed, **limits
     )
@@ -317,6 +325,12 @@ def main() -> None:
     parser.add_argument("--split-seed", type=int, default=42)
     parser.add_argument("--max-tokens", type=int, help="items longer than this are left out (mode default)")
     parser.add_argument("--max-heldout", type=int, help="first N short held-out items per source (mode default)")
+    parser.add_argument(
+        "--heldout-offset",
+        type=int,
+        default=0,
+        help="skip the first N short held-out items per source (a replication on fresh items, same training items)",
+    )
     parser.add_argument("--max-train", type=int, help="first N short train items per source (mode default: all)")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--precision")
@@ -408,11 +422,13 @@ def main() -> None:
         kept = {phase: {s: {n: right for n, (_, right) in v.items()} for s, v in sets_.items()}
                 for phase, sets_ in phases.items()}  # fmt: skip
     if "zero-shot" in kept and "fine-tuned" in kept:
-        print("\nfine-tuned minus zero-shot, paired on the same rows:")
+        print("\nfine-tuned minus zero-shot, paired on the same rows, items as units:")
         for set_name, subsets in kept["fine-tuned"].items():
             for name, right in subsets.items():
+                members = [i for i in sets[set_name] if name == "all" or group_of(i) == name]
                 for reading in ("none natural", "none balanced", "pride natural", "cyclic"):
-                    diff = paired_difference(kept["zero-shot"][set_name][name][reading], right[reading])
+                    before = kept["zero-shot"][set_name][name][reading]
+                    diff = paired_difference(before, right[reading], row_items(members, reading))
                     print(f"  {set_name} / {name} / {reading}: {diff}")
     if args.outcomes:
         args.outcomes.parent.mkdir(parents=True, exist_ok=True)

@@ -70,9 +70,13 @@ def per_source_split(
     seed: int = 42,
     max_train: int | None = None,
     max_heldout: int | None = None,
+    heldout_offset: int = 0,
 ) -> tuple[list, list]:
     """The accuracy harness's held-out split of the competition train rows: cleaned, paragraph-grouped within each
-    source, items whose prompts fit ``max_tokens``; ``max_train``/``max_heldout`` count per source."""
+    source, items whose prompts fit ``max_tokens``; ``max_train``/``max_heldout`` count per source.
+
+    ``heldout_offset`` skips that many fitting held-out items per source before taking ``max_heldout``: a second
+    run on fresh items of the same split (a replication) while the training items stay the same."""
     from suneung_lit.data.cleaning import clean
     from suneung_lit.data.splitting import grouped_split
 
@@ -83,7 +87,8 @@ def per_source_split(
         part = [item for item in labelled if item.metadata["source"] == source]
         part_train, part_heldout = grouped_split(part, val_fraction, seed)
         train += fitting_items(part_train, tokenizer, max_tokens, template, max_train)
-        heldout += fitting_items(part_heldout, tokenizer, max_tokens, template, max_heldout)
+        fitting = fitting_items(part_heldout, tokenizer, max_tokens, template)[heldout_offset:]
+        heldout += fitting[:max_heldout] if max_heldout else fitting
     return train, heldout
 
 

@@ -2,7 +2,9 @@
 
 Rows are matched by item id (and shift, for balanced copies), so runs whose held-out sets differ slightly (a
 longer template leaves a few items out of the token limit) are compared on the items both scored. For each
-source and reading: the paired difference B - A with its interval and the exact McNemar p-value.
+source and reading: the paired difference B - A with its interval and an exact p-value, items as the units (an
+item's shifted copies are one unit: they share its passage, so they are not independent rows; for natural
+readings, one row per item, the test is McNemar's).
 
     python benchmarks/compare_runs.py A.json B.json [--phase-a zero-shot] [--phase-b zero-shot] [--label NAME]
 """
@@ -63,12 +65,13 @@ def main() -> None:
             common = sorted(k for k in a[subset] if k[0] == reading and k in b[subset])
             if not common:
                 continue
-            diff = paired_difference([a[subset][k] for k in common], [b[subset][k] for k in common])
+            clusters = [k[1] for k in common]  # the item id: its shifted copies are one unit
+            diff = paired_difference([a[subset][k] for k in common], [b[subset][k] for k in common], clusters)
             low, high = diff.interval
             print(f"  {subset} / {reading}: {diff}")
             append_result(
-                "paired comparisons on a real model",
-                ["B vs A", "held-out", "reading", "A", "B", "B - A [95%]", "B-only / A-only", "McNemar p"],
+                "paired comparisons on a real model, items as units",
+                ["B vs A", "held-out", "reading", "A", "B", "B - A [95%]", "B-only / A-only rows", "items", "p"],
                 [
                     label,
                     subset,
@@ -77,6 +80,7 @@ def main() -> None:
                     f"{sum(b[subset][k] for k in common) / len(common):.3f}",
                     f"{diff.difference:+.3f} [{low:+.3f}, {high:+.3f}]",
                     f"{diff.only_b} / {diff.only_a} of {diff.total}",
+                    diff.clusters,
                     f"{diff.p_value:.3g}",
                 ],
             )

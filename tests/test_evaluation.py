@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 
@@ -11,7 +12,14 @@ import torch
 from suneung_lit.data.records import Item
 from suneung_lit.data.shifting import cyclic_shift, split_shifted_id
 from suneung_lit.debias import cyclic_average, unshift_rows
-from suneung_lit.evaluation import accuracy, balanced_copies, best_constant, paired_difference, wilson_interval
+from suneung_lit.evaluation import (
+    accuracy,
+    balanced_copies,
+    best_constant,
+    paired_difference,
+    sign_flip_p_value,
+    wilson_interval,
+)
 
 ITEM = Item("q1", "지문", "옳은 것은?", ("가", "나", "다", "라", "마"), 2)
 
@@ -85,8 +93,53 @@ def test_paired_difference_counts_discordant_items_and_gives_the_exact_mcnemar_p
     assert low < 0.2 < high
 
 
+def test_shifted_copies_of_one_item_count_as_one_unit_of_evidence():
+    # Three items, each right in B and wrong in A under all five shifts: fifteen rows but three units.
+    a, b = [False] * 15, [True] * 15
+    items = [f"q{i}" for i in range(3) for _ in range(5)]
+    as_rows, as_items = paired_difference(a, b), paired_difference(a, b, items)
+    assert as_rows.p_value == pytest.approx(2 / 2**15)
+    assert as_items.p_value == pytest.approx(2 / 2**3) and as_items.clusters == 3
+    assert as_items.difference == as_rows.difference == 1.0
+
+
+def test_a_gain_and_a_loss_within_one_item_cancel_before_the_test():
+    # Eight items, each gaining two shifted copies and losing one: as rows 16 against 8 (McNemar p = 0.15), as
+    # items eight net gains out of eight (p = 2 / 2**8).
+    a = [False, False, True] * 8
+    b = [True, True, False] * 8
+    items = [f"q{i}" for i in range(8) for _ in range(3)]
+    assert paired_difference(a, b).p_value == pytest.approx(2 * sum(math.comb(24, k) for k in range(9)) / 2**24)
+    result = paired_difference(a, b, items)
+    assert result.p_value == pytest.approx(2 / 2**8)
+    assert "8 items, 24" in str(result) and "sign-flip" in str(result)
+
+
+def test_the_sign_flip_p_value_is_exact_against_enumerating_every_sign_pattern():
+    gains = [3, -1, 2, 0, 5, -2, 1, 4, -3, 2]
+    observed = abs(sum(gains))
+    patterns = list(itertools.product((1, -1), repeat=len(gains)))
+    enumerated = sum(abs(sum(s * g for s, g in zip(signs, gains, strict=True))) >= observed for signs in patterns)
+    assert sign_flip_p_value(gains) == pytest.approx(enumerated / len(patterns))
+    assert sign_flip_p_value([]) == 1.0
+
+
+def test_the_interval_of_clustered_rows_widens_when_copies_move_together():
+    # The same 10 gained rows of 40, spread over ten items or packed into two: packing is less evidence.
+    a = [False] * 40
+    b = ([True] + [False] * 3) * 10
+    spread = paired_difference(a, b, [f"q{i // 4}" for i in range(40)])
+    packed_b = [True] * 5 + [False] * 15 + [True] * 5 + [False] * 15
+    packed = paired_difference(a, packed_b, [f"q{i // 4}" for i in range(40)])
+    assert spread.difference == packed.difference == 0.25
+    assert packed.standard_error > spread.standard_error
+    assert packed.p_value > spread.p_value
+
+
 def test_identical_runs_differ_by_nothing_with_p_one():
     result = paired_difference([True, False, True], [True, False, True])
     assert result.difference == 0 and result.p_value == 1.0
     with pytest.raises(ValueError, match="3 items in run A, 2 in run B"):
         paired_difference([True, False, True], [True, False])
+    with pytest.raises(ValueError, match="2 cluster labels for 3 rows"):
+        paired_difference([True, False, True], [True, True, True], ["q1", "q1"])
