@@ -6,7 +6,10 @@ source and reading: the paired difference B - A with its interval and an exact p
 item's shifted copies are one unit: they share its passage, so they are not independent rows; for natural
 readings, one row per item, the test is McNemar's).
 
-    python benchmarks/compare_runs.py A.json B.json [--phase-a zero-shot] [--phase-b zero-shot] [--label NAME]
+    python benchmarks/compare_runs.py A.json B.json [A2.json B2.json ...] [--phase-a zero-shot] [--phase-b zero-shot]
+
+Further A B pairs (a replication on fresh held-out items) are pooled with the first: one difference over all their
+items, each item still one unit.
 """
 
 from __future__ import annotations
@@ -43,22 +46,47 @@ def keyed(run: dict, phase: str, choices: dict[str, int], sources: dict[str, str
     return result
 
 
+def pooled(parts: list[dict[str, dict[tuple, bool]]], paths: list[Path]) -> dict[str, dict[tuple, bool]]:
+    """The rows of several runs on disjoint held-out items as one set; an item in two runs would count twice."""
+    result: dict[str, dict[tuple, bool]] = {}
+    for part, path in zip(parts, paths, strict=True):
+        for subset, rows in part.items():
+            into = result.setdefault(subset, {})
+            repeated = sorted({key[1] for key in rows.keys() & into.keys()})
+            if repeated:
+                raise ValueError(f"{path}: item {repeated[0]} is already in an earlier run of the same side")
+            into.update(rows)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
+    parser.add_argument(
+        "more",
+        type=Path,
+        nargs="*",
+        help="further A B pairs on other held-out items (a replication), pooled with the first pair",
+    )
     parser.add_argument("--phase-a", default="zero-shot")
     parser.add_argument("--phase-b", default="zero-shot")
     parser.add_argument("--label", help="what B changes, for RESULTS.md (default: the file names)")
     parser.add_argument("--data-dir", default=str(COMPETITION), help="folder holding the competition train.csv")
     args = parser.parse_args()
+    if len(args.more) % 2:
+        parser.error(f"runs come in A B pairs; {len(args.more)} files after the first pair")
     items = load_items(Path(args.data_dir) / "train.csv")
     choices = {item.id: item.num_choices for item in items}
     sources = {item.id: with_source(item).metadata["source"] for item in items}  # the harness's two sources
-    runs = [json.loads(path.read_text(encoding="utf-8")) for path in (args.a, args.b)]
-    a = keyed(runs[0], args.phase_a, choices, sources)
-    b = keyed(runs[1], args.phase_b, choices, sources)
-    label = args.label or f"{args.b.stem} ({args.phase_b}) vs {args.a.stem} ({args.phase_a})"
+    paths = [args.a, args.b, *args.more]
+    runs = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    a = pooled([keyed(run, args.phase_a, choices, sources) for run in runs[0::2]], paths[0::2])
+    b = pooled([keyed(run, args.phase_b, choices, sources) for run in runs[1::2]], paths[1::2])
+    label = args.label or " + ".join(
+        f"{pb.stem} ({args.phase_b}) vs {pa.stem} ({args.phase_a})"
+        for pa, pb in zip(paths[0::2], paths[1::2], strict=True)
+    )
     print(label)
     for subset in a:
         for reading in READINGS:
