@@ -217,16 +217,18 @@ def readings(scored: Scored, right: dict[str, list[bool]]) -> dict[str, Accuracy
     return result
 
 
-def by_source(scored: Scored) -> dict[str, Scored]:
-    """The whole set, then one subset per source/category column (when the items carry one)."""
+def source_subsets(items: list[Item]) -> dict[str, list[Item]]:
+    """The whole set, then one subset per source/category column (when the items carry more than one)."""
     groups: dict[str, list[Item]] = defaultdict(list)
-    for item in scored.items:
+    for item in items:
         if group_of(item):
             groups[group_of(item)].append(item)
-    subsets = {"all": scored}
-    if len(groups) > 1:
-        subsets.update({name: dataclasses.replace(scored, items=members) for name, members in sorted(groups.items())})
-    return subsets
+    return {"all": items, **(dict(sorted(groups.items())) if len(groups) > 1 else {})}
+
+
+def by_source(scored: Scored) -> dict[str, Scored]:
+    """``source_subsets`` of a scored set, each keeping the scores of its items."""
+    return {name: dataclasses.replace(scored, items=members) for name, members in source_subsets(scored.items).items()}
 
 
 def per_group(scored: Scored) -> dict[str, Accuracy]:
@@ -424,11 +426,11 @@ def main() -> None:
     if "zero-shot" in kept and "fine-tuned" in kept:
         print("\nfine-tuned minus zero-shot, paired on the same rows, items as units:")
         for set_name, subsets in kept["fine-tuned"].items():
+            members = source_subsets(sets[set_name])  # the subsets `report` scored, in the same order
             for name, right in subsets.items():
-                members = [i for i in sets[set_name] if name == "all" or group_of(i) == name]
                 for reading in ("none natural", "none balanced", "pride natural", "cyclic"):
                     before = kept["zero-shot"][set_name][name][reading]
-                    diff = paired_difference(before, right[reading], row_items(members, reading))
+                    diff = paired_difference(before, right[reading], row_items(members[name], reading))
                     print(f"  {set_name} / {name} / {reading}: {diff}")
     if args.outcomes:
         args.outcomes.parent.mkdir(parents=True, exist_ok=True)
