@@ -13,11 +13,12 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.progress import EpochProgressBar
 from suneung_lit.writer import PredictionCSVWriter
 
 BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         MultipleChoiceDataModule,
         seed_everything_default=42,
         trainer_defaults={
-            "callbacks": [LearningRateMonitor(logging_interval="step"), RichProgressBar()],
+            "callbacks": [LearningRateMonitor(logging_interval="step"), EpochProgressBar()],
             # The data module shards batches per rank itself (see ResumableBatchSampler).
             "use_distributed_sampler": False,
         },

@@ -95,8 +95,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.option_ids: list[int] = []
         metric = dict(num_classes=max_choices, average="micro")
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(3))
-        self.group_names: list[str] = []
-        self.val_group_acc: GroupedAccuracy | None = None
+        self.group_acc = torch.nn.ModuleDict()  # GroupedAccuracy per stage ("val", "test"), once the data has sources
         self.position_offsets = PositionOffsets()
         self.answerer: Answerer | None = None
         self._cast_for_inference = False
@@ -129,9 +128,9 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.answerer = build_answerer(
             hp.answer_mode, self.option_ids, hp.debias, self.position_offsets, tokenizer, prefix, hp.max_new_tokens
         )
-        self.group_names = list(getattr(datamodule, "groups", []) or [])
-        if self.group_names and self.val_group_acc is None:
-            self.val_group_acc = GroupedAccuracy(len(self.group_names))
+        names = list(getattr(datamodule, "groups", []) or [])
+        if names and not self.group_acc:
+            self.group_acc.update({s: GroupedAccuracy(names) for s in ("val", "test")})
 
     # ---- checkpoints hold the adapter only (``suneung_lit.checkpoints``) -------------------------------------------
 
@@ -198,12 +197,12 @@ class QLoRAMultipleChoice(L.LightningModule):
             self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(batch["id"]))
         metric(answers.prediction, answers.answer)
         self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=len(answers.id))
+        if stage in self.group_acc:
+            self.group_acc[stage].update(answers.prediction, answers.answer, answers.group)
         return answers
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        answers = self._evaluate(batch, "val", self.val_acc)
-        if self.val_group_acc is not None:
-            self.val_group_acc.update(answers.prediction, answers.answer, answers.group)
+        self._evaluate(batch, "val", self.val_acc)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_acc)
@@ -230,10 +229,6 @@ class QLoRAMultipleChoice(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._finish("validation", "val")
-        if self.val_group_acc is not None:
-            for name, value in zip(self.group_names, self.val_group_acc.compute(), strict=True):
-                self.log(f"val/acc/{name}", value)
-            self.val_group_acc.reset()
 
     def on_test_epoch_end(self) -> None:
         self._finish("test", "test")
@@ -247,3 +242,7 @@ class QLoRAMultipleChoice(L.LightningModule):
             rank_zero_info(f"{stage} {line}")
         for name, value in metrics.items() if metric_prefix else ():
             self.log(f"{metric_prefix}/{name}", value, sync_dist=True)
+        if metric_prefix in self.group_acc:
+            for name, value in self.group_acc[metric_prefix].compute().items():
+                self.log(f"{metric_prefix}/acc/{name}", value)
+            self.group_acc[metric_prefix].reset()
