@@ -328,3 +328,22 @@ def predict_trainer(callbacks: list | None = None) -> L.Trainer:
         use_distributed_sampler=False,
         callbacks=callbacks,
     )
+
+
+def alternated_timings(passes: dict, repeats: int = 2) -> dict[str, tuple[float, list[float], object]]:
+    """Times each of ``passes`` (name -> a function running one pass on a model loaded and warmed beforehand)
+    ``repeats`` times, alternating: the order runs forwards, then backwards, and so on, so that a machine that
+    speeds up or slows down during the run does not favour whichever pass runs first.
+
+    Returns name -> (best seconds, every pass's seconds in order, the last pass's output). Loading stays outside:
+    the caller loads and warms the model before calling this.
+    """
+    names = list(passes)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    outputs: dict[str, object] = {}
+    for round_index in range(repeats):
+        for name in names if round_index % 2 == 0 else reversed(names):
+            started = time.perf_counter()
+            outputs[name] = passes[name]()
+            seconds[name].append(time.perf_counter() - started)
+    return {name: (min(seconds[name]), seconds[name], outputs[name]) for name in names}
