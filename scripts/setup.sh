@@ -14,7 +14,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first, so the package's plain "torch" requirement is already met and pip pulls no other build.
 .venv/bin/python -m pip install -q $TORCH_SPEC
-.venv/bin/python -m pip install -q -e '.[test,models,retrieval,dashboard,eval]'
+.venv/bin/python -m pip install -q -e '.[test,models,retrieval,dashboard,eval,docs]'
 # Only the Qwen2.5 vocabulary file inside dashscope is used; its own dependencies are not needed.
 .venv/bin/python -m pip install -q --no-deps dashscope==2.0.2
 .venv/bin/python -m suneung_lit.tiny artifacts/tiny-qwen2

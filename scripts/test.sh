@@ -5,4 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff format --check .
 .venv/bin/ruff check .
+# The docs site: --strict fails on a broken link, a missing page or anchor.
+site="$(mktemp -d)"
+.venv/bin/mkdocs build --strict --quiet --site-dir "$site"
+rm -rf "$site"
 .venv/bin/python -m pytest -q --durations=15 "$@"

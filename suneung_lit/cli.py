@@ -1,8 +1,8 @@
 """The command line: ``python -m suneung_lit fit|validate|test|predict --config configs/NAME.yaml``.
 
-Only wiring lives here: argument links, default callbacks, and resolving a bare config name to the bundled
-``configs/`` folder. Every YAML key maps to a constructor argument of the module, data module, trainer or
-callbacks.
+Only wiring lives here: argument links, default callbacks, and resolving a bare config name to the configs shipped
+inside the package (``suneung_lit/configs``). Every YAML key maps to a constructor argument of the module, data
+module, trainer or callbacks.
 """
 
 from __future__ import annotations
@@ -21,7 +21,10 @@ from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.progress import EpochProgressBar
 from suneung_lit.writer import PredictionCSVWriter
 
-BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+BUNDLED_CONFIGS = Path(__file__).resolve().parent / "configs"
+# Data keys whose relative paths in a bundled config may name a file shipped beside it (the demo's sample data,
+# the reviewed corrections), so a bundled config runs from any folder.
+BUNDLED_DATA_KEYS = ("train_path", "val_path", "test_path", "predict_path", "corrections_path")
 
 
 class AdapterExport(L.Callback):
@@ -110,13 +113,22 @@ def check_writable(key: str, folder: Path) -> None:
 
 
 def resolve_config_args(argv: list[str]) -> list[str]:
-    """``--config NAME.yaml`` that is not a file here resolves to the bundled ``configs/NAME.yaml``."""
-    resolved = list(argv)
-    for i, arg in enumerate(resolved):
-        if arg == "--config" and i + 1 < len(resolved):
-            resolved[i + 1] = _bundled(resolved[i + 1])
+    """``--config NAME.yaml`` that is not a file here resolves to the bundled ``configs/NAME.yaml``.
+
+    A bundled config's relative data paths that do not exist in the current folder but do beside the config
+    (``data/sample_train.csv``) are added after it as overrides pointing there, with a note; a file of that name in
+    the current folder wins, and so does any later ``--data.KEY`` the user gives.
+    """
+    resolved: list[str] = []
+    for i, arg in enumerate(argv):
+        if i > 0 and argv[i - 1] == "--config":
+            config = _bundled(arg)
+            resolved += [config, *_bundled_data_overrides(config)]
         elif arg.startswith("--config="):
-            resolved[i] = "--config=" + _bundled(arg.split("=", 1)[1])
+            config = _bundled(arg.split("=", 1)[1])
+            resolved += ["--config=" + config, *_bundled_data_overrides(config)]
+        else:
+            resolved.append(arg)
     return resolved
 
 
@@ -127,6 +139,27 @@ def _bundled(name: str) -> str:
         if candidate.is_file():
             return str(candidate)
     return name
+
+
+def _bundled_data_overrides(config: str) -> list[str]:
+    """``--data.KEY PATH`` for each relative data path of a bundled ``config`` that only exists beside it."""
+    path = Path(config).resolve()
+    if path.parent != BUNDLED_CONFIGS or not path.is_file():
+        return []
+    import yaml
+
+    data = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("data") or {}
+    overrides = []
+    for key in BUNDLED_DATA_KEYS:
+        value = data.get(key)
+        if not value or Path(value).is_absolute() or Path(value).exists():
+            continue
+        shipped = BUNDLED_CONFIGS / value
+        if shipped.is_file():
+            print(f"{path.name}: data.{key} {value} is not in this folder; using the copy shipped with the package, "
+                  f"{shipped}", file=sys.stderr)  # fmt: skip
+            overrides += [f"--data.{key}", str(shipped)]
+    return overrides
 
 
 def main(argv: list[str] | None = None) -> None:

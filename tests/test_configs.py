@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from suneung_lit.cli import main
@@ -67,3 +69,35 @@ def test_grouped_settings_reach_the_module_and_its_checkpoint_hyperparameters(tm
     assert saved["lora"]["r"] == 4
     rebuilt = QLoRAMultipleChoice(**{k: v for k, v in saved.items() if not k.startswith("_")})  # _class_path etc.
     assert (rebuilt.base, rebuilt.lora, rebuilt.optimization) == (module.base, module.lora, module.optimization)
+
+
+def test_a_bare_config_name_runs_from_any_folder_with_the_data_shipped_beside_it(tmp_path, monkeypatch, capsys):
+    from suneung_lit.cli import BUNDLED_CONFIGS, resolve_config_args
+
+    monkeypatch.chdir(tmp_path)  # nothing here: no configs/, no data/
+    args = resolve_config_args(["fit", "--config", "demo.yaml", "--trainer.max_steps", "2"])
+    assert args[:3] == ["fit", "--config", str(BUNDLED_CONFIGS / "demo.yaml")]
+    overrides = dict(zip(args[3:-2:2], args[4:-2:2], strict=True))
+    assert set(overrides) == {"--data.train_path", "--data.predict_path"}
+    assert all(Path(path).is_file() and Path(path).is_relative_to(BUNDLED_CONFIGS) for path in overrides.values())
+    assert args[-2:] == ["--trainer.max_steps", "2"]  # the user's own overrides still come last and win
+    assert "data.train_path data/sample_train.csv is not in this folder" in capsys.readouterr().err
+
+
+def test_a_data_file_in_the_current_folder_wins_over_the_shipped_copy(tmp_path, monkeypatch):
+    from suneung_lit.cli import BUNDLED_CONFIGS, resolve_config_args
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sample_train.csv").write_text("id\n", encoding="utf-8")
+    args = resolve_config_args(["--config=demo.yaml"])
+    assert args[0] == "--config=" + str(BUNDLED_CONFIGS / "demo.yaml")
+    assert "--data.train_path" not in args and "--data.predict_path" in args
+
+
+def test_a_config_of_ones_own_gets_no_rewritten_paths(tmp_path, monkeypatch):
+    from suneung_lit.cli import resolve_config_args
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("data:\n  train_path: data/sample_train.csv\n", encoding="utf-8")
+    assert resolve_config_args(["--config", "mine.yaml"]) == ["--config", "mine.yaml"]
