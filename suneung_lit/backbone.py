@@ -18,7 +18,8 @@ class BaseSettings:
 
     Args:
         quantization: ``nf4``/``fp4`` (4-bit), ``int8`` (bitsandbytes), ``none``, or ``dynamic_int8``: torch's
-            dynamic int8 matmuls for CPU validate/test/predict, 2.8x float32 but changing 7 of 19 Qwen answers.
+            dynamic int8 matmuls for CPU validate/test/predict, faster than float32 but changing answers (the
+            CPU options compared on the "Real models offline" docs page).
         double_quant: quantize the 4-bit quantization constants too (saves ~0.4 bit per weight).
         compute_dtype: dtype the 4-bit matmuls run in; validate, test and predict also cast the unquantized
             weights to it (see the module's ``inference_in_compute_dtype``).

@@ -68,7 +68,8 @@ class QLoRAMultipleChoice(L.LightningModule):
         max_new_tokens: longest generated text in ``generate`` mode.
         inference_in_compute_dtype: validate, test and predict cast every unquantized weight (norms, embeddings,
             head, LoRA) to ``base.compute_dtype``; training keeps them float32, which would make every activation
-            of an inference pass float32 (40% of a 32B predict's H100 time). Such a module is not trained further.
+            of an inference pass float32 (see the GPU profile on the Benchmarks docs page). Such a module is not
+            trained further.
     """
 
     def __init__(
