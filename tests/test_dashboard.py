@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
+import re
 import subprocess
 import sys
 import time
@@ -179,13 +179,18 @@ def test_training_scalars_come_from_the_fit_event_files(run_files):
 
 
 @needs_competition("train.csv")
-def test_the_real_train_set_frames_and_filters_quickly_enough_to_stay_fluid(tokenizer):
+def test_the_real_train_set_frames_every_row_and_a_filter_keeps_exactly_the_matching_items(tokenizer):
+    # How long this takes is a benchmark's business (benchmarks/data_pipeline.py); here: what it shows.
     items = load_items(COMPETITION_DATA / "train.csv")
-    started = time.perf_counter()
     frame = analysis.items_frame(items, prompt_token_counts(items, tokenizer, "base"))
     shown = analysis.filter_items(frame, analysis.ItemFilter(choice_counts=[5], text="조선"))
-    assert len(frame) == 2031 and 0 < len(shown) < 2031
-    print(f"frame + token counts + filter of 2031 rows: {time.perf_counter() - started:.1f} s")
+    assert len(frame) == 2031
+    expected = [
+        i.id
+        for i in items
+        if i.num_choices == 5 and any("조선" in text for text in (i.paragraph, i.question, i.question_plus, *i.choices))
+    ]
+    assert 0 < len(expected) < 2031 and shown["id"].tolist() == expected
 
 
 # --- pages (AppTest) ------------------------------------------------------------------------------------------
@@ -256,9 +261,9 @@ def test_runs_page_compares_runs_and_opens_an_item(run_files):
     wrong = page.dataframe[-1].value
     assert len(wrong) == int(analysis.comparison(analysis.load_runs([run_files["plain"], run_files["cyclic"]]))
                              ["all wrong"].sum())  # fmt: skip
-    if len(wrong):
-        assert any(f"**{wrong['id'].iloc[0]}**" in text.value for text in page.markdown)
-        assert page.code[0].value.startswith("<|im_start|>")
+    assert len(wrong) > 0  # six steps on 64 items leave the tiny model wrong on some items in both runs (seeded)
+    assert any(f"**{wrong['id'].iloc[0]}**" in text.value for text in page.markdown)
+    assert page.code[0].value.startswith("<|im_start|>")
 
 
 def test_runs_page_names_a_run_file_it_cannot_use(run_files, tmp_path):
@@ -285,34 +290,34 @@ def test_training_page_explains_where_logs_come_from_when_there_are_none(run_fil
 # --- launcher -------------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_launcher_refuses_missing_files(tmp_path, capsys):
     assert dashboard_main(["--data", str(tmp_path / "missing.csv")]) == 2
     assert "not found" in capsys.readouterr().err
 
 
-def test_launcher_serves_the_app_headless_on_the_given_port(run_files):
-    port = free_port()
-    command = [sys.executable, "-m", "suneung_lit.dashboard", "--port", str(port), "--data", str(run_files["data"])]
+def test_launcher_serves_the_app_headless_on_a_port_the_os_picks(run_files):
+    # --port 0: the launcher takes a free port from the OS and prints the address; the test reads it from there.
+    command = [sys.executable, "-m", "suneung_lit.dashboard", "--port", "0", "--data", str(run_files["data"])]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 60
+        seen, match = [], None
+        while match is None and (line := process.stdout.readline()):
+            seen.append(line)
+            match = re.match(r"dashboard: (http://127\.0\.0\.1:(\d+))", line)
+        assert match and int(match.group(2)) > 0, "".join(seen)
+        url = match.group(1)
         health = None
-        while time.monotonic() < deadline and health is None:
+        while health is None:  # until the server answers, or it has exited (then the assert below names why)
+            if process.poll() is not None:
+                break
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as response:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
                     health = response.read().decode()
             except OSError:
                 time.sleep(0.5)
-        assert health == "ok"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+        assert health == "ok", process.stdout.read() if process.poll() is not None else ""
+        with urllib.request.urlopen(f"{url}/", timeout=5) as response:
             assert "<title>Streamlit</title>" in response.read().decode()
     finally:
         process.terminate()
-        output = process.communicate(timeout=30)[0]
-    assert f"dashboard: http://127.0.0.1:{port}" in output
+        process.communicate(timeout=30)

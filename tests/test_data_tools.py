@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -206,8 +207,17 @@ def test_augment_and_overlap_commands_run_on_the_sample_data(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0 and len(load_items(output)) == 160 * 3
-    report = data_cli("overlap", str(output), str(REPO / "data" / "sample_test_answers.csv"), cwd=tmp_path)
-    assert report.returncode == 0 and "overlap the training file" in report.stdout
+    # A test file holding a verbatim copy of a training item (under another id) and an unrelated item.
+    copied = replace(load_items(REPO / "data" / "sample_train.csv")[0], id="copied")
+    unrelated = Item(
+        "unrelated", "완전히 다른 지문으로 겹치는 글자가 거의 없다 ㅋㅋ", "무엇인가?", ("가", "나", "다", "라"), 1
+    )
+    write_items([copied, unrelated], tmp_path / "test.csv", "flat")
+    report = data_cli("overlap", str(output), str(tmp_path / "test.csv"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("1 test item(s) overlap the training file"), report.stdout
+    listed = [line.split()[0] for line in report.stdout.splitlines()[1:]]
+    assert set(listed) == {"copied"} and "similarity 1.000" in report.stdout
 
 
 CSATQA_INSTRUCTIONS = [

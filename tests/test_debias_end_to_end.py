@@ -77,15 +77,33 @@ def test_cli_predict_with_debiasing_writes_every_id_once_in_input_order(tiny_mod
         assert abs(total - 1.0) < 1e-4
 
 
+def read_probabilities(path: Path) -> dict[str, torch.Tensor]:
+    """id -> the row's option probabilities (as many as the item has choices), from probabilities.csv."""
+    with open(path, encoding="utf-8") as handle:
+        return {
+            row["id"]: torch.tensor([float(row[f"p{k}"]) for k in range(1, 6) if row.get(f"p{k}")], dtype=torch.float64)
+            for row in csv.DictReader(handle)
+        }
+
+
 def test_offsets_are_fitted_on_validation_saved_with_the_run_and_applied_by_predict(tiny_model_dir, work):
     args = [*common_args(tiny_model_dir, work), "--model.debias", "offsets"]
     output = run_cli("fit", *args, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", cwd=work)
     assert "fitted position offsets on 12 validation items" in output
     checkpoint = torch.load(work / "checkpoints" / "last.ckpt", weights_only=False)
     assert set(checkpoint["position_offsets"]) == {4, 5}
-    run_cli("predict", *args, "--ckpt_path", str(work / "checkpoints" / "last.ckpt"), cwd=work)
-    with open(work / "predictions" / "predictions.csv", encoding="utf-8") as handle:
-        assert len(list(csv.DictReader(handle))) == 15
+    ckpt = str(work / "checkpoints" / "last.ckpt")
+    run_cli("predict", *args, "--ckpt_path", ckpt, cwd=work)
+    plain_args = [*args, "--model.debias", "none", "--prediction_writer.output_dir", str(work / "plain")]
+    run_cli("predict", *plain_args, "--ckpt_path", ckpt, cwd=work)
+    corrected, plain = (read_probabilities(work / folder / "probabilities.csv") for folder in ("predictions", "plain"))
+    assert list(corrected) == list(plain) == [f"heldout-{n:04d}" for n in range(15)]
+    # Applied: each row's log-probabilities are the plain ones minus its choice count's offsets, renormalised.
+    for item_id, p_plain in plain.items():
+        n = len(p_plain)
+        offsets = checkpoint["position_offsets"][n].double()
+        expected = torch.log_softmax(torch.log(p_plain) - offsets, -1)
+        assert torch.allclose(corrected[item_id], expected.exp(), atol=1e-5), item_id  # the file keeps 6 decimals
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     refused = subprocess.run(
         [sys.executable, "-m", "suneung_lit", "predict", *args], cwd=work, capture_output=True, text=True, env=env

@@ -35,13 +35,20 @@ def test_generate_mode_with_the_tiny_model_falls_back_and_writes_every_id(tiny_m
     write_items(make_items(6, seed=12, prefix="heldout"), tmp_path / "heldout.csv", "flat")
     args = [*common_args(tiny_model_dir, tmp_path), "--data.template", "cot_json", "--model.answer_mode", "generate"]
     output = run_cli("predict", *args, "--model.max_new_tokens", "16", cwd=tmp_path)
-    assert "answers extracted from 6 generated texts" in output
+    # A random model writes no parsable answer: every item must come from the fallback, never be dropped.
+    assert "answers extracted from 6 generated texts: {'fallback': 6}" in output
     predictions, reasoning = read_outputs(tmp_path / "predictions")
     assert [p["id"] for p in predictions] == [r["id"] for r in reasoning] == [f"heldout-{n:04d}" for n in range(6)]
-    assert all(
-        r["text"].startswith('{"answer": ') and r["path"] in {"json", "lenient_json", "pattern", "fallback"}
-        for r in reasoning
-    )
+    assert [r["path"] for r in reasoning] == ["fallback"] * 6
+    assert [int(r["answer"]) for r in reasoning] == [int(p["answer"]) for p in predictions]
+    # The fallback answer is the best option scored after the generated text, as probabilities.csv records it.
+    with open(tmp_path / "predictions" / "probabilities.csv", encoding="utf-8") as handle:
+        scored = {row["id"]: row for row in csv.DictReader(handle)}
+    for prediction in predictions:
+        row = scored[prediction["id"]]
+        options = [float(row[f"p{k}"]) for k in range(1, 6) if row.get(f"p{k}") not in (None, "")]
+        assert abs(sum(options) - 1) < 1e-4, row  # scored probabilities, not a parsed answer's one-hot
+        assert int(prediction["answer"]) == options.index(max(options)) + 1
     assert all(1 <= int(p["answer"]) <= 5 for p in predictions)
 
 

@@ -167,25 +167,16 @@ def test_hard_kill_then_resume_finishes_with_the_planned_steps(tmp_path, tiny_mo
         "--model.optimization.scheduler_total_steps",
         "40",
     ]
-    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "suneung_lit", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # The run kills itself with SIGKILL as step 15 begins, right after last.ckpt was saved at step 15.
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    kill = ["--trainer.callbacks+=tests.kill_switch.KillAtStep", "--trainer.callbacks.step", "15"]
+    killed = subprocess.run(
+        [sys.executable, "-m", "suneung_lit", *args, *kill], cwd=tmp_path, env=env, capture_output=True, text=True
     )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     last = tmp_path / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if last.is_file() and torch.load(last, weights_only=True)["global_step"] >= 10:
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "training ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = torch.load(last, weights_only=True)["global_step"]
-    assert 10 <= killed_at < 40 and not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    assert torch.load(last, weights_only=True)["global_step"] == 15
+    assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
 
     result = cli(*args, "--ckpt_path", "last", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

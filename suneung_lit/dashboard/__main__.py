@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -17,13 +18,20 @@ from suneung_lit.dashboard.app_path import APP, ARGS_VARIABLE
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m suneung_lit.dashboard", description=__doc__)
-    parser.add_argument("--port", type=int, default=8501)
+    parser.add_argument("--port", type=int, default=8501, help="0: a free port the OS picks (printed at start)")
     parser.add_argument("--address", default="127.0.0.1", help="0.0.0.0 to serve other machines (default: local)")
     parser.add_argument("--data", type=Path, help="a data file to browse (and to show items from runs)")
     parser.add_argument("--runs", type=Path, nargs="+", default=[], help="probabilities.csv files with answers")
     parser.add_argument("--logs", type=Path, default=Path("lightning_logs"), help="TensorBoard log folder")
     parser.add_argument("--model", type=Path, help="a model folder whose tokenizer renders and counts prompts")
     return parser
+
+
+def free_port(address: str) -> int:
+    """A port the OS reports free on ``address`` (for ``--port 0``; printed, so a script can read it)."""
+    with socket.socket() as sock:
+        sock.bind((address if address != "0.0.0.0" else "", 0))
+        return sock.getsockname()[1]
 
 
 def streamlit_command(args: argparse.Namespace) -> list[str]:
@@ -57,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model) if args.model else None,
     }
     env = {**os.environ, ARGS_VARIABLE: json.dumps(given)}
+    if args.port == 0:
+        args.port = free_port(args.address)
     print(f"dashboard: http://{args.address}:{args.port}  (Ctrl+C stops it)", flush=True)
     # Streamlit replaces this process, so a signal meant for the dashboard (Ctrl+C, a service manager's
     # SIGTERM) reaches the server itself rather than a parent that would leave it running.
