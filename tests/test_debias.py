@@ -8,6 +8,7 @@ import torch
 from suneung_lit.data.records import Item
 from suneung_lit.data.shifting import scored_copies
 from suneung_lit.debias import (
+    PositionOffsets,
     PositionPrior,
     apply_offsets,
     combine,
@@ -107,3 +108,28 @@ def test_masked_log_softmax_ignores_columns_past_the_choice_count():
     scores = torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0]])
     out = masked_log_softmax(scores, torch.tensor([4]))
     torch.testing.assert_close(out[0, :4].exp().sum(), torch.tensor(1.0))
+
+
+def test_a_refit_on_scores_that_already_carry_the_offsets_does_not_compound_them():
+    # fit's second validation sees scores with the first fit's offsets applied; refitting must land on the same
+    # offsets (the plain scores have not changed), not on the bias subtracted twice.
+    generator = torch.Generator().manual_seed(2)
+    answers = torch.randint(0, 5, (300,), generator=generator)
+    content = torch.nn.functional.one_hot(answers, 5).float() + torch.randn(300, 5, generator=generator) * 0.5
+    plain, counts = (content + BIAS).log_softmax(-1), torch.full((300,), 5)
+    offsets = PositionOffsets()
+    offsets.start_collecting()
+    offsets.collect(plain, answers, counts)
+    offsets.fit()
+    first = offsets.fitted[5].clone()
+    offsets.start_collecting()
+    offsets.collect(offsets.apply(plain, counts), answers, counts)
+    offsets.fit()
+    torch.testing.assert_close(offsets.fitted[5], first, atol=1e-3, rtol=0)
+    assert float((first - first[0] - (BIAS - BIAS[0])).abs().max()) < 0.3
+    # Unlabelled rows (answer -1) are left out of the fit.
+    with_unlabelled = PositionOffsets()
+    with_unlabelled.start_collecting()
+    with_unlabelled.collect(torch.cat([plain, plain[:50]]), torch.cat([answers, torch.full((50,), -1)]),
+                            torch.cat([counts, counts[:50]]))  # fmt: skip
+    assert with_unlabelled.fit()[0] == 300
