@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
@@ -67,6 +67,20 @@ class SuneungCLI(LightningCLI):
         )
         parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
         parser.add_lightning_class_args(AdapterExport, "adapter_export")
+
+    def _parse_ckpt_path(self) -> None:
+        # LightningCLI would overwrite the parsed config with the hyperparameters saved in --ckpt_path, so that
+        # `validate --ckpt_path X --model.debias cyclic` silently scored with the checkpoint's `debias` (and its
+        # every other model setting). Here the config and the command line win; a checkpoint whose adapter does
+        # not fit the configured model is refused when it loads (``checkpoints.load_trainable_state``).
+        return None
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+        # Our default progress bar would make `--trainer.enable_progress_bar false` a MisconfigurationException.
+        if config.get("enable_progress_bar") is False:
+            defaults = [c for c in self.trainer_defaults.get("callbacks", []) if not isinstance(c, ProgressBar)]
+            self.trainer_defaults = {**self.trainer_defaults, "callbacks": defaults}
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
         # Fail on bad data paths, template names or unwritable outputs before a multi-gigabyte model is loaded.

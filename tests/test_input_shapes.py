@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -56,9 +57,18 @@ def cli(tmp_path: Path, model: Path, command: str, *args: str, capsys) -> str:
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
-    main([command, "--config", "demo.yaml", "--model.model_name_or_path", str(model), *outputs, *args])
+    # The data module reports through Lightning's rank-zero logger, whose handlers an earlier run may have changed.
+    records: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(handler)
+    try:
+        main([command, "--config", "demo.yaml", "--model.model_name_or_path", str(model), *outputs, *args])
+    finally:
+        logger.removeHandler(handler)
     captured = capsys.readouterr()
-    return captured.out + captured.err
+    return "\n".join([captured.out, captured.err, *records])
 
 
 def predicted_ids(tmp_path: Path) -> list[str]:
@@ -110,7 +120,7 @@ def test_a_3800_token_item_is_shortened_to_fit_or_kept_whole(max_length, tiny_mo
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     base = make_items(2, seed=10, prefix="long")
-    filler = " ".join(f"{n}번째 문장에서 글쓴이는 계절과 바다에 관한 생각을 이어 간다." for n in range(260))
+    filler = " ".join(f"{n}번째 문장에서 글쓴이는 계절과 바다에 관한 생각을 이어 간다." for n in range(145))
     long = replace(base[0], paragraph=filler + " " + base[0].paragraph)
     length = prompt_token_counts([long], tokenizer, "base")[0]
     assert 3600 <= length <= 4000, length
@@ -165,7 +175,9 @@ def test_duplicate_ids_stop_the_run_naming_file_row_and_id(tiny_model_dir, tmp_p
     with pytest.raises(DataValidationError) as raised:
         cli(tmp_path, tiny_model_dir, "predict", "--data.predict_path", str(tmp_path / "dup.csv"), capsys=capsys)
     problem = raised.value.problems[0]
-    assert (Path(problem.path).name, problem.row, problem.item_id, problem.column) == ("dup.csv", 3, first.id, "id")
+    # Rows count data rows from 1, the header not counted (in JSON Lines: the line).
+    assert (Path(problem.path).name, problem.row, problem.item_id, problem.column) == ("dup.csv", 2, first.id, "id")
+    assert "first seen at row 1" in problem.message
     assert not (tmp_path / "predictions" / "predictions.csv").exists()
 
 
