@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 QuantizationChoice = Literal["nf4", "fp4", "int8", "dynamic_int8", "none"]
-DtypeChoice = Literal["bfloat16", "float16", "float32"]
+DtypeChoice = Literal["auto", "bfloat16", "float16", "float32"]
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -22,8 +22,10 @@ class BaseSettings:
             CPU options compared on the "Real models offline" docs page).
         double_quant: quantize the 4-bit quantization constants too (saves ~0.4 bit per weight).
         compute_dtype: dtype the 4-bit matmuls run in; validate, test and predict also cast the unquantized
-            weights to it (see the module's ``inference_in_compute_dtype``).
-        dtype: dtype of the weights that are not quantized (embeddings, norms) when loading.
+            weights to it (see the module's ``inference_in_compute_dtype``). ``auto``: chosen by the machine when
+            the settings are made, the reason logged (``suneung_lit.precision``: bf16 on CUDA cards that run it,
+            float16 on others; on a CPU bf16 only with AVX-512 BF16 or AMX, else float32).
+        dtype: dtype of the weights that are not quantized (embeddings, norms) when loading; ``auto`` as above.
         trust_remote_code: run model code from the hub (off unless you trust the repository).
         attn_implementation: e.g. ``sdpa``, ``eager`` or ``flash_attention_2``; default: transformers' choice.
     """
@@ -34,6 +36,19 @@ class BaseSettings:
     dtype: DtypeChoice = "bfloat16"
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        if "auto" in (self.dtype, self.compute_dtype):
+            from lightning.pytorch.utilities import rank_zero_info
+
+            from suneung_lit.precision import resolve_dtype, this_machine
+
+            machine = this_machine()
+            for key in ("dtype", "compute_dtype"):
+                if getattr(self, key) == "auto":
+                    value, reason = resolve_dtype("auto", machine)
+                    object.__setattr__(self, key, value)  # frozen: resolved once, before anything reads it
+                    rank_zero_info(f"model.base.{key} auto -> {value}: {reason}")
 
     @property
     def torch_compute_dtype(self) -> torch.dtype:

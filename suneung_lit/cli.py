@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.precision import resolve_dtype, this_machine, trainer_precision
 from suneung_lit.progress import EpochProgressBar
 from suneung_lit.writer import PredictionCSVWriter
 
@@ -111,6 +112,13 @@ class SuneungCLI(LightningCLI):
             if folder:
                 check_writable(key, Path(folder))
         accelerator = str(config["trainer"].get("accelerator"))
+        if config["trainer"].get("precision") is None:
+            # Unset: follow the compute dtype (resolved for this machine when it is `auto`), so bf16 weights get
+            # bf16 autocast, float16 gets loss scaling and float32 stays float32.
+            compute, reason = resolve_dtype(config["model"]["base"]["compute_dtype"], this_machine(accelerator))
+            config["trainer"]["precision"] = trainer_precision(compute)
+            print(f"trainer.precision unset -> {config['trainer']['precision']} (compute dtype {compute}: {reason})",
+                  file=sys.stderr)  # fmt: skip
         if config["model"]["base"]["quantization"] != "none" and accelerator == "mps":
             raise ValueError("bitsandbytes quantization does not run on Apple MPS; set model.base.quantization: none")
 

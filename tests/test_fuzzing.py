@@ -9,6 +9,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +99,43 @@ def test_fuzzed_jsonl_records_load_or_fail_with_a_named_row(records):
         path = Path(folder) / "fuzz.jsonl"
         path.write_text("\n".join(json.dumps(r) for r in records) + "\n", encoding="utf-8")
         check(path, len(records))
+
+
+# --- the same kind of input through the commands themselves ----------------------------------------------------
+
+CLI_EXAMPLES = 6  # each example runs the tiny model twice; the loader tests above take the many examples
+CLI_RECORD = st.fixed_dictionaries(
+    {
+        "paragraph": st.one_of(ADVERSARIAL_TEXT, st.text(alphabet="가나다라 ", min_size=3000, max_size=6000)),
+        "question": st.one_of(st.text(max_size=40), st.text(alphabet=st.characters(categories=["Lo", "So", "Cf"]))),
+        "choices": st.lists(st.text(min_size=0, max_size=12), min_size=2, max_size=6),
+        "answer": st.one_of(st.integers(-1, 7), st.none()),
+    }
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=CLI_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(records=st.lists(CLI_RECORD, min_size=1, max_size=4))
+def test_fuzzed_files_through_check_validate_and_predict_never_lose_an_id(records, tiny_model_dir, capsys):
+    from suneung_lit.data.__main__ import main as data_main
+
+    from .test_input_shapes import cli, predicted_ids
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        path = work / "fuzz.jsonl"
+        lines = [json.dumps({"id": f"f{n}", **record}, ensure_ascii=False) for n, record in enumerate(records)]
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert data_main(["check", str(path), "--tokenizer", str(tiny_model_dir)]) in (0, 2)
+        for command, args in (
+            ("predict", ["--data.predict_path", str(path)]),
+            ("validate", ["--data.train_path", "null", "--data.val_path", str(path)]),
+        ):
+            try:
+                cli(work, tiny_model_dir, command, *args, capsys=capsys)
+            except DataValidationError as err:  # the package's own error, naming this file
+                assert err.problems and all(problem.path == str(path) for problem in err.problems), str(err)
+                continue
+            if command == "predict":
+                assert predicted_ids(work) == [f"f{n}" for n in range(len(records))]

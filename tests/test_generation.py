@@ -66,7 +66,9 @@ def test_generate_mode_on_gemma_extracts_answers_from_real_text(gemma_dir, tmp_p
         "generate",
         "--model.max_new_tokens",
         "24",
-    ]
+        # The same float32 generation on every CPU kind, not the config's machine-chosen `auto`.
+        "--model.base.dtype", "float32", "--model.base.compute_dtype", "float32", "--trainer.precision", "32-true",
+    ]  # fmt: skip
     run_cli("predict", *args, cwd=tmp_path)
     predictions, reasoning = read_outputs(tmp_path / "predictions")
     assert [p["id"] for p in predictions] == [item.id for item in items]

@@ -1,7 +1,8 @@
 """Qwen2.5-Coder-1.5B-Instruct, a real instruct model of the 32B target's family, through the CLI on a CPU.
 
 Gemma 3 270M answers one position whatever the prompt; this model reads. Zero-shot, through `predict` with the
-shipped configs/qwen1.5b.yaml (bf16, the tokenizer's chat template, the 32B prompt).
+shipped configs/qwen1.5b.yaml (dtype `auto`: bf16 on CPUs that run it natively, else float32; the tokenizer's
+chat template, the 32B prompt).
 """
 
 from __future__ import annotations

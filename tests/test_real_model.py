@@ -102,7 +102,9 @@ def gemma_args(gemma_dir: Path, work: Path, quantization: str) -> list[str]:
         # The synthetic paragraphs name the answer's number, so shifting the choices would make them wrong.
         "--data.balance_train",
         "false",
-    ]
+        # Mechanics on every CPU kind alike: float32, not the config's machine-chosen `auto`.
+        "--model.base.dtype", "float32", "--model.base.compute_dtype", "float32", "--trainer.precision", "32-true",
+    ]  # fmt: skip
 
 
 def val_metrics(output: str) -> dict[str, float]:
