@@ -103,7 +103,7 @@ def test_fuzzed_jsonl_records_load_or_fail_with_a_named_row(records):
 
 # --- the same kind of input through the commands themselves ----------------------------------------------------
 
-CLI_EXAMPLES = 6  # each example runs the tiny model twice; the loader tests above take the many examples
+CLI_EXAMPLES = 4  # each example runs the tiny model twice; the loader tests above take the many examples
 CLI_RECORD = st.fixed_dictionaries(
     {
         "paragraph": st.one_of(ADVERSARIAL_TEXT, st.text(alphabet="가나다라 ", min_size=3000, max_size=6000)),
