@@ -119,3 +119,23 @@ def qwen_dir() -> Path:
 
         get_model("qwen2.5-coder-1.5b-instruct", QWEN_DIR)
     return QWEN_DIR
+
+
+def run_in_process(argv: list[str], capsys) -> str:
+    """``python -m suneung_lit ARGV`` in this process (no interpreter start-up): its console output and the
+    rank-zero log lines (the data module reports through Lightning's logger, whose handlers earlier runs change)."""
+    import logging
+
+    from suneung_lit.cli import main
+
+    records: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    logger.addHandler(handler)
+    try:
+        main(list(argv))
+    finally:
+        logger.removeHandler(handler)
+    captured = capsys.readouterr()
+    return "\n".join([captured.out, captured.err, *records])

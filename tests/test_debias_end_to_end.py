@@ -17,7 +17,7 @@ from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 
-from .conftest import quick_learner
+from .conftest import quick_learner, run_in_process
 from .test_cli_end_to_end import common_args, run_cli
 
 pytestmark = pytest.mark.slow
@@ -86,16 +86,16 @@ def read_probabilities(path: Path) -> dict[str, torch.Tensor]:
         }
 
 
-def test_offsets_are_fitted_on_validation_saved_with_the_run_and_applied_by_predict(tiny_model_dir, work):
+def test_offsets_are_fitted_on_validation_saved_with_the_run_and_applied_by_predict(tiny_model_dir, work, capsys):
     args = [*common_args(tiny_model_dir, work), "--model.debias", "offsets"]
-    output = run_cli("fit", *args, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4", cwd=work)
+    output = run_in_process(["fit", *args, "--trainer.max_steps", "4", "--trainer.val_check_interval", "4"], capsys)
     assert "fitted position offsets on 12 validation items" in output
     checkpoint = torch.load(work / "checkpoints" / "last.ckpt", weights_only=False)
     assert set(checkpoint["position_offsets"]) == {4, 5}
     ckpt = str(work / "checkpoints" / "last.ckpt")
-    run_cli("predict", *args, "--ckpt_path", ckpt, cwd=work)
+    run_in_process(["predict", *args, "--ckpt_path", ckpt], capsys)
     plain_args = [*args, "--model.debias", "none", "--prediction_writer.output_dir", str(work / "plain")]
-    run_cli("predict", *plain_args, "--ckpt_path", ckpt, cwd=work)
+    run_in_process(["predict", *plain_args, "--ckpt_path", ckpt], capsys)
     corrected, plain = (read_probabilities(work / folder / "probabilities.csv") for folder in ("predictions", "plain"))
     assert list(corrected) == list(plain) == [f"heldout-{n:04d}" for n in range(15)]
     # Applied: between any two positions, the log-odds are the plain ones minus the difference of the offsets.

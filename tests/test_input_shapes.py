@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import logging
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +11,8 @@ import pytest
 
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
+
+from .conftest import run_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +29,6 @@ def logged(output: str, key: str) -> float:
 
 def cli(tmp_path: Path, model: Path, command: str, *args: str, capsys) -> str:
     """Run ``python -m suneung_lit COMMAND --config demo.yaml ...`` in this process with every output in tmp_path."""
-    from suneung_lit.cli import main
-
     outputs = [
         "--checkpoint.dirpath", str(tmp_path / "checkpoints"),
         "--prediction_writer.output_dir", str(tmp_path / "predictions"),
@@ -37,18 +36,9 @@ def cli(tmp_path: Path, model: Path, command: str, *args: str, capsys) -> str:
         "--trainer.default_root_dir", str(tmp_path),
         "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
-    # The data module reports through Lightning's rank-zero logger, whose handlers an earlier run may have changed.
-    records: list[str] = []
-    handler = logging.Handler(logging.INFO)
-    handler.emit = lambda record: records.append(record.getMessage())
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    logger.addHandler(handler)
-    try:
-        main([command, "--config", "demo.yaml", "--model.model_name_or_path", str(model), *outputs, *args])
-    finally:
-        logger.removeHandler(handler)
-    captured = capsys.readouterr()
-    return "\n".join([captured.out, captured.err, *records])
+    return run_in_process(
+        [command, "--config", "demo.yaml", "--model.model_name_or_path", str(model), *outputs, *args], capsys
+    )
 
 
 def predicted_ids(tmp_path: Path) -> list[str]:

@@ -21,8 +21,8 @@ from suneung_lit.data.synthetic import make_items
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.scoring import answer_logits
 
-from .conftest import REAL_TEXT, real_items
-from .test_cli_end_to_end import common_args, run_cli
+from .conftest import REAL_TEXT, real_items, run_in_process
+from .test_cli_end_to_end import common_args
 
 pytestmark = pytest.mark.slow
 
@@ -127,15 +127,16 @@ def assert_predicts_every_id(work: Path, items: list[Item]) -> None:
     assert all(1 <= int(row["answer"]) <= item.num_choices for row, item in zip(rows, items, strict=True))
 
 
-def test_4bit_gemma_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path):
+def test_4bit_gemma_fine_tune_lowers_held_out_loss_and_predicts_every_id(gemma_dir, tmp_path, capsys):
     real = write_work(tmp_path)
     args = gemma_args(gemma_dir, tmp_path, "nf4")
-    before = val_metrics(run_cli("validate", *args, cwd=tmp_path))
+    # In this process: four interpreter start-ups and Gemma imports cost more than the fine-tune itself.
+    before = val_metrics(run_in_process(["validate", *args], capsys))
     # 32 items, 4 a batch, 4 batches a step: the one epoch is 2 optimizer steps; validate measures them after.
-    run_cli("fit", *args, "--trainer.limit_val_batches", "0", cwd=tmp_path)
+    run_in_process(["fit", *args, "--trainer.limit_val_batches", "0"], capsys)
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 2
-    after = val_metrics(run_cli("validate", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path))
+    after = val_metrics(run_in_process(["validate", *args, "--ckpt_path", str(checkpoint)], capsys))
     assert after["val/loss"] < before["val/loss"] - 0.1 and after["val/acc"] >= 0.9, (before, after)
-    run_cli("predict", *args, "--ckpt_path", str(checkpoint), cwd=tmp_path)
+    run_in_process(["predict", *args, "--ckpt_path", str(checkpoint)], capsys)
     assert_predicts_every_id(tmp_path, real)
