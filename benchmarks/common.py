@@ -111,11 +111,11 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile"
 
 def cpu_flags() -> str:
     """The CPU features that decide what is fast here (bf16 matmuls need AVX-512 BF16 or AMX)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    from suneung_lit.precision import cpu_flags as read_cpu_flags
+
+    present = read_cpu_flags()
+    if not present:
         return "unknown"
-    present = set(next(line for line in text.splitlines() if line.startswith("flags")).split(":", 1)[1].split())
     return " ".join(flag for flag in FLAGS if flag in present) or "none of " + ", ".join(FLAGS)
 
 

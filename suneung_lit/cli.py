@@ -112,13 +112,20 @@ class SuneungCLI(LightningCLI):
             if folder:
                 check_writable(key, Path(folder))
         accelerator = str(config["trainer"].get("accelerator"))
+        # `auto` dtypes are resolved once here, for the accelerator this run uses, and written into the config, so
+        # the module's settings and the trainer's precision cannot be chosen for different devices.
+        machine, base = this_machine(accelerator), config["model"]["base"]
+        reasons = {}
+        for key in ("dtype", "compute_dtype"):
+            base[key], reasons[key] = resolve_dtype(base[key], machine)
+            if reasons[key] != "set in the config":
+                print(f"model.base.{key} auto -> {base[key]}: {reasons[key]}", file=sys.stderr)
         if config["trainer"].get("precision") is None:
-            # Unset: follow the compute dtype (resolved for this machine when it is `auto`), so bf16 weights get
-            # bf16 autocast, float16 gets loss scaling and float32 stays float32.
-            compute, reason = resolve_dtype(config["model"]["base"]["compute_dtype"], this_machine(accelerator))
-            config["trainer"]["precision"] = trainer_precision(compute)
-            print(f"trainer.precision unset -> {config['trainer']['precision']} (compute dtype {compute}: {reason})",
-                  file=sys.stderr)  # fmt: skip
+            # Unset: follow the compute dtype, so bf16 weights get bf16 autocast, float16 gets loss scaling and
+            # float32 stays float32.
+            config["trainer"]["precision"] = trainer_precision(base["compute_dtype"])
+            print(f"trainer.precision unset -> {config['trainer']['precision']} (compute dtype "
+                  f"{base['compute_dtype']}: {reasons['compute_dtype']})", file=sys.stderr)  # fmt: skip
         if config["model"]["base"]["quantization"] != "none" and accelerator == "mps":
             raise ValueError("bitsandbytes quantization does not run on Apple MPS; set model.base.quantization: none")
 
