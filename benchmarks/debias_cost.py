@@ -4,9 +4,11 @@ All modes score the same competition test rows with the same model through ``Tra
 (one untimed pass over a batch) before any timed pass; each mode then runs ``--repeats`` times, alternated with the
 others (forwards, then backwards), and its best pass is reported:
 ``none``; ``pride`` and ``cyclic`` with each item's shifted copies scored from their shared prompt prefix
-(``data.shift_prefix_reuse``, the default); and ``cyclic-plain``, every copy scored in full. ``offsets`` costs
-what ``none`` costs (one pass) and is left out. Printed beside each: how many predictions differ from ``none``,
-and for ``cyclic`` the largest probability difference from ``cyclic-plain`` (the two must agree).
+(``data.shift_prefix_reuse``, the default), a prefix pass and then a suffix pass from the key/value cache
+(``model.prefix_layout cached``); ``cyclic-packed``, the same groups in one pass each, every suffix after its
+prefix under a 4D mask (``model.prefix_layout packed``); and ``cyclic-plain``, every copy scored in full.
+``offsets`` costs what ``none`` costs (one pass) and is left out. Printed beside each: how many predictions differ
+from ``none``, and for the cyclic modes the largest probability difference from ``cyclic-plain`` (they must agree).
 
     python benchmarks/debias_cost.py                                   # Gemma 3 270M on the CPU, ~5 minutes
     python benchmarks/debias_cost.py --model artifacts/tiny-qwen2 --rows 200
@@ -45,7 +47,7 @@ from suneung_lit.data.prefixes import tokens_not_recomputed  # noqa: E402
 from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 
-MODES = ("none", "pride", "cyclic-plain", "cyclic")
+MODES = ("none", "pride", "cyclic-plain", "cyclic", "cyclic-packed")
 
 
 def main() -> None:
@@ -88,7 +90,8 @@ def main() -> None:
             datamodule.setup("predict")  # tokenized once, outside the timing; setup keeps what it encoded
 
         def predict(mode: str, datamodule: MultipleChoiceDataModule | None = None):
-            module.hparams.debias = mode.removesuffix("-plain")
+            module.hparams.debias = mode.split("-")[0]
+            module.hparams.prefix_layout = "packed" if mode.endswith("-packed") else "cached"
             trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
             return trainer.predict(module, datamodule=datamodule or datamodules[mode])
 
@@ -122,7 +125,7 @@ def mode_data(args, mode: str, folder: Path, name: str = "items.csv") -> Multipl
         max_length=args.max_length,
         eval_batch_size=args.batch_size,
         cache_dir=str(folder / "cache" / name),
-        debias=mode.removesuffix("-plain"),
+        debias=mode.split("-")[0],
         shift_prefix_reuse=not mode.endswith("-plain"),
         template=args.template,
     )

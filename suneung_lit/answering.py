@@ -21,6 +21,7 @@ from torch import Tensor
 
 from suneung_lit.data.shifting import DebiasChoice
 from suneung_lit.debias import PositionOffsets, PositionPrior, debiased, masked_log_softmax
+from suneung_lit.prefix_reuse import PrefixLayout
 from suneung_lit.reasoning.generation import generate_answers
 from suneung_lit.scoring import batch_option_scores, prompt_tokens
 
@@ -77,13 +78,14 @@ def build_answerer(
     tokenizer,
     assistant_prefix: str,
     max_new_tokens: int,
+    prefix_layout: PrefixLayout = "cached",
 ) -> Answerer:
     """The answerer ``model.answer_mode`` asks for; generation is never debiased (its answers are not scores)."""
     if answer_mode == "generate":
         if debias != "none":
             raise ValueError("model.answer_mode generate and model.debias are not combined; set debias: none")
         return GeneratedAnswers(tokenizer, option_ids, assistant_prefix, max_new_tokens)
-    return ScoredAnswers(option_ids, debias, offsets)
+    return ScoredAnswers(option_ids, debias, offsets, prefix_layout)
 
 
 class EvaluationCost:
@@ -115,8 +117,14 @@ class EvaluationCost:
 class ScoredAnswers:
     """Answers read from the option-token logits at the answer position, debiased by ``debias``."""
 
-    def __init__(self, option_ids: list[int], debias: DebiasChoice, offsets: PositionOffsets) -> None:
-        self.option_ids, self.debias, self.offsets = option_ids, debias, offsets
+    def __init__(
+        self,
+        option_ids: list[int],
+        debias: DebiasChoice,
+        offsets: PositionOffsets,
+        prefix_layout: PrefixLayout = "cached",
+    ) -> None:
+        self.option_ids, self.debias, self.offsets, self.prefix_layout = option_ids, debias, offsets, prefix_layout
         self.start("sanity")
 
     def start(self, stage: Stage) -> None:
@@ -133,7 +141,7 @@ class ScoredAnswers:
             self.offsets.start_collecting()
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Any]) -> ItemAnswers:
-        logits, scores = batch_option_scores(model, batch, self.option_ids)
+        logits, scores = batch_option_scores(model, batch, self.option_ids, self.prefix_layout)
         n = batch["num_choices"]
         log_probs, first = debiased(
             masked_log_softmax(scores, n), batch["item_index"], batch["shift"], n, self.debias, self.prior, self.offsets

@@ -35,6 +35,7 @@ from suneung_lit.data.tokenization import option_token_ids
 from suneung_lit.debias import PositionOffsets
 from suneung_lit.metrics import GroupedAccuracy
 from suneung_lit.optimization import OptimizationSettings, build_optimizer, warmup_cosine
+from suneung_lit.prefix_reuse import PrefixLayout
 from suneung_lit.reasoning.rationale import rationale_loss
 from suneung_lit.scoring import batch_option_scores
 
@@ -70,6 +71,10 @@ class QLoRAMultipleChoice(L.LightningModule):
             head, LoRA) to ``base.compute_dtype``; training keeps them float32, which would make every activation
             of an inference pass float32 (see the GPU profile on the Benchmarks docs page). Such a module is not
             trained further.
+        prefix_layout: how rows that share a prompt prefix (an item's shifted copies, items of one paragraph) are
+            scored (``suneung_lit.prefix_reuse``): ``cached`` runs the prefixes and then the suffixes from their
+            key/value cache; ``packed`` runs each prefix with all its suffixes in one pass under a 4D mask
+            (attention ``sdpa`` or ``eager``, no sliding-window layers). Both give the plain probabilities.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         answer_mode: Literal["logits", "generate"] = "logits",
         max_new_tokens: int = 256,
         inference_in_compute_dtype: bool = True,
+        prefix_layout: PrefixLayout = "cached",
     ):
         super().__init__()
         self.base, self.lora = as_settings(BaseSettings, base), as_settings(LoraSettings, lora)
@@ -127,7 +133,14 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.option_ids = option_token_ids(tokenizer, hp.max_choices)
         prefix = getattr(getattr(datamodule, "template", None), "assistant_prefix", "")
         self.answerer = build_answerer(
-            hp.answer_mode, self.option_ids, hp.debias, self.position_offsets, tokenizer, prefix, hp.max_new_tokens
+            hp.answer_mode,
+            self.option_ids,
+            hp.debias,
+            self.position_offsets,
+            tokenizer,
+            prefix,
+            hp.max_new_tokens,
+            hp.get("prefix_layout", "cached"),
         )
         names = list(getattr(datamodule, "groups", []) or [])
         if names and not self.group_acc:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from suneung_lit.backbone import last_positions, position_ids_for_left_padding
 from suneung_lit.data.prefixes import tokens_not_recomputed
-from suneung_lit.prefix_reuse import grouped_answer_logits
+from suneung_lit.prefix_reuse import PrefixLayout, grouped_answer_logits
 
 
 def answer_logits(model: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
@@ -44,17 +44,19 @@ def option_scores(logits: Tensor, option_ids: Sequence[int] | Tensor, num_choice
 
 
 def batch_option_scores(
-    model: torch.nn.Module, batch: Mapping[str, Any], option_ids: Sequence[int]
+    model: torch.nn.Module, batch: Mapping[str, Any], option_ids: Sequence[int], prefix_layout: PrefixLayout = "cached"
 ) -> tuple[Tensor, Tensor]:
     """Answer-position logits [rows, vocab] and option scores [rows, options] of a collated batch."""
-    logits = batch_answer_logits(model, batch)
+    logits = batch_answer_logits(model, batch, prefix_layout)
     return logits, option_scores(logits, option_ids, batch["num_choices"])
 
 
-def batch_answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> Tensor:
+def batch_answer_logits(
+    model: torch.nn.Module, batch: Mapping[str, Any], prefix_layout: PrefixLayout = "cached"
+) -> Tensor:
     """Answer-position logits of a batch whose rows may form prefix-sharing groups (``prefix_group`` >= 0, see
-    ``suneung_lit.data.prefixes``): each group computes its shared prompt prefix once
-    (``suneung_lit.prefix_reuse``), the other rows run as a plain batch."""
+    ``suneung_lit.data.prefixes``): each group computes its shared prompt prefix once, laid out as
+    ``prefix_layout`` says (``suneung_lit.prefix_reuse``), the other rows run as a plain batch."""
     input_ids, mask = batch["input_ids"], batch["attention_mask"]
     groups = batch.get("prefix_group")
     if groups is None or bool((groups < 0).all()):
@@ -67,7 +69,12 @@ def batch_answer_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> Ten
     if len(grouped):
         lengths = batch["prefix_length"][grouped]
         parts.append(
-            (grouped, grouped_answer_logits(model, input_ids[grouped], mask[grouped], groups[grouped], lengths))
+            (
+                grouped,
+                grouped_answer_logits(
+                    model, input_ids[grouped], mask[grouped], groups[grouped], lengths, prefix_layout
+                ),
+            )
         )
     logits = parts[0][1].new_empty(len(groups), parts[0][1].shape[-1])
     for rows, part in parts:
