@@ -84,12 +84,17 @@ class SuneungCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
+        # A CLI built with run=False (a script's or a benchmark's) has no subcommand and no inputs to check, but its
+        # `auto` dtypes are resolved all the same.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand:
+            self._check_inputs(config)
+        resolve_auto_precision(config)
+
+    def _check_inputs(self, config) -> None:
         # Fail on bad data paths, template names or unwritable outputs before a multi-gigabyte model is loaded.
         # The files' contents are validated in the data module's setup, which Lightning also runs before
         # configure_model loads the model.
-        if not self.subcommand:
-            return
-        config = self.config[self.subcommand]
         datamodule = config["data"]
         paths = {k: datamodule.get(k) for k in ("train_path", "val_path", "test_path", "predict_path")}
         probe = MultipleChoiceDataModule(
@@ -111,23 +116,25 @@ class SuneungCLI(LightningCLI):
         for key, folder in outputs:
             if folder:
                 check_writable(key, Path(folder))
-        accelerator = str(config["trainer"].get("accelerator"))
-        # `auto` dtypes are resolved once here, for the accelerator this run uses, and written into the config, so
-        # the module's settings and the trainer's precision cannot be chosen for different devices.
-        machine, base = this_machine(accelerator), config["model"]["base"]
-        reasons = {}
-        for key in ("dtype", "compute_dtype"):
-            base[key], reasons[key] = resolve_dtype(base[key], machine)
-            if reasons[key] != "set in the config":
-                print(f"model.base.{key} auto -> {base[key]}: {reasons[key]}", file=sys.stderr)
-        if config["trainer"].get("precision") is None:
-            # Unset: follow the compute dtype, so bf16 weights get bf16 autocast, float16 gets loss scaling and
-            # float32 stays float32.
-            config["trainer"]["precision"] = trainer_precision(base["compute_dtype"])
-            print(f"trainer.precision unset -> {config['trainer']['precision']} (compute dtype "
-                  f"{base['compute_dtype']}: {reasons['compute_dtype']})", file=sys.stderr)  # fmt: skip
-        if config["model"]["base"]["quantization"] != "none" and accelerator == "mps":
+        if config["model"]["base"]["quantization"] != "none" and str(config["trainer"].get("accelerator")) == "mps":
             raise ValueError("bitsandbytes quantization does not run on Apple MPS; set model.base.quantization: none")
+
+
+def resolve_auto_precision(config) -> None:
+    """Resolve `auto` dtypes once, for the accelerator the run uses, and write them into ``config``, so the module's
+    settings and the trainer's precision cannot be chosen for different devices; each choice is printed with why."""
+    machine, base = this_machine(str(config["trainer"].get("accelerator"))), config["model"]["base"]
+    reasons = {}
+    for key in ("dtype", "compute_dtype"):
+        base[key], reasons[key] = resolve_dtype(base[key], machine)
+        if reasons[key] != "set in the config":
+            print(f"model.base.{key} auto -> {base[key]}: {reasons[key]}", file=sys.stderr)
+    if config["trainer"].get("precision") is None:
+        # Unset: follow the compute dtype, so bf16 weights get bf16 autocast, float16 gets loss scaling and
+        # float32 stays float32.
+        config["trainer"]["precision"] = trainer_precision(base["compute_dtype"])
+        print(f"trainer.precision unset -> {config['trainer']['precision']} (compute dtype "
+              f"{base['compute_dtype']}: {reasons['compute_dtype']})", file=sys.stderr)  # fmt: skip
 
 
 def check_writable(key: str, folder: Path) -> None:
@@ -192,14 +199,19 @@ def _bundled_data_overrides(config: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    # Our batch sampler returns every index for prediction; Lightning cannot know that and warns on each run.
-    warnings.filterwarnings("ignore", message="You are using a custom batch sampler")
     if argv is None:
         sys.argv[1:] = resolve_config_args(sys.argv[1:])
-        args = None
+        build_cli(None)
     else:
-        args = resolve_config_args(argv)
-    SuneungCLI(
+        build_cli(resolve_config_args(argv))
+
+
+def build_cli(args: list[str] | None, run: bool = True) -> SuneungCLI:
+    """The package's LightningCLI on ``args`` (None: the command line). ``run=False`` parses a config without a
+    subcommand and returns the instantiated model, data module and trainer, `auto` dtypes resolved, for scripts."""
+    # Our batch sampler returns every index for prediction; Lightning cannot know that and warns on each run.
+    warnings.filterwarnings("ignore", message="You are using a custom batch sampler")
+    return SuneungCLI(
         QLoRAMultipleChoice,
         MultipleChoiceDataModule,
         seed_everything_default=42,
@@ -210,4 +222,5 @@ def main(argv: list[str] | None = None) -> None:
         },
         save_config_kwargs={"overwrite": True},
         args=args,
+        run=run,
     )

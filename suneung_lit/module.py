@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from suneung_lit import checkpoints
@@ -103,6 +104,8 @@ class QLoRAMultipleChoice(L.LightningModule):
         metric = dict(num_classes=max_choices, average="micro")
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(3))
         self.group_acc = torch.nn.ModuleDict()  # GroupedAccuracy per stage ("val", "test"), once the data has sources
+        # A metric, not a logged tensor: Lightning's own mean of a tensor over ranks with uneven shards is off.
+        self.eval_loss = torch.nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.position_offsets = PositionOffsets()
         self.answerer: Answerer | None = None
         self._cast_for_inference = False
@@ -207,8 +210,8 @@ class QLoRAMultipleChoice(L.LightningModule):
         answers = self.answerer(self.model, batch)
         # Generation's prompt ends where the text starts, not at the answer digit: no digit loss to log there.
         if answers.row_logits is not None:
-            loss = self._loss(answers.row_logits, answers.row_scores, batch)
-            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(batch["id"]))
+            self.eval_loss[stage](self._loss(answers.row_logits, answers.row_scores, batch), len(batch["id"]))
+            self.log(f"{stage}/loss", self.eval_loss[stage], batch_size=len(batch["id"]))
         metric(answers.prediction, answers.answer)
         self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=len(answers.id))
         if stage in self.group_acc:

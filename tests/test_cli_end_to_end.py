@@ -1,4 +1,6 @@
-"""The command line end to end, in subprocesses, with the tiny 4-bit model on a task that needs the paragraph."""
+"""The command line end to end with the tiny 4-bit model on a task that needs the paragraph: in this process
+(``run_in_process``, no interpreter start-up per command), and in subprocesses where a run needs processes of its
+own (two DDP ranks)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from safetensors.torch import load_file
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 
-from .conftest import REPO
+from .conftest import REPO, real_items, run_in_process
+from .test_input_shapes import logged
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +64,12 @@ def work(tmp_path) -> Path:
     return tmp_path
 
 
-def test_fit_validate_predict_learns_the_task_and_writes_every_id(tiny_model_dir, work):
+def test_fit_validate_predict_learns_the_task_and_writes_every_id(tiny_model_dir, work, capsys):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     args = common_args(tiny_model_dir, work)
-    run_cli("fit", *args, "--trainer.max_steps", "250", cwd=work)
+    run_in_process(["fit", *args, "--trainer.max_steps", "250"], capsys)
     last = work / "checkpoints" / "last.ckpt"
     assert last.is_file() and (work / "adapter" / "adapter_model.safetensors").is_file()
     model_bytes = (tiny_model_dir / "model.safetensors").stat().st_size
@@ -75,11 +78,11 @@ def test_fit_validate_predict_learns_the_task_and_writes_every_id(tiny_model_dir
     adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), work / "adapter")
     assert any("lora_A" in name for name, _ in adapted.named_parameters())
 
-    validated = run_cli("validate", *args, "--ckpt_path", str(last), cwd=work)
+    validated = run_in_process(["validate", *args, "--ckpt_path", str(last)], capsys)
     accuracy = float(re.search(r"val/acc\s*│\s*([0-9.]+)", validated).group(1))
     assert accuracy >= 0.9, validated[-2000:]
 
-    run_cli("predict", *args, "--ckpt_path", str(last), cwd=work)
+    run_in_process(["predict", *args, "--ckpt_path", str(last)], capsys)
     with open(work / "predictions" / "predictions.csv", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["id", "answer"]
@@ -92,7 +95,7 @@ def test_fit_validate_predict_learns_the_task_and_writes_every_id(tiny_model_dir
     assert {"p1", "p5", "prediction", "answer"} <= set(probabilities[0])
 
 
-def test_stop_and_resume_reaches_the_same_lora_weights_as_one_run(tiny_model_dir, tmp_path):
+def test_stop_and_resume_reaches_the_same_lora_weights_as_one_run(tiny_model_dir, tmp_path, capsys):
     write_items(make_items(40, seed=13, prefix="train"), tmp_path / "train.csv")
     write_items([replace(i, answer=None) for i in make_items(4, seed=14)], tmp_path / "heldout.csv")
     settings = [
@@ -114,11 +117,11 @@ def test_stop_and_resume_reaches_the_same_lora_weights_as_one_run(tiny_model_dir
         folder.mkdir()
         for name in ("train.csv", "heldout.csv"):
             (folder / name).write_bytes((tmp_path / name).read_bytes())
-    run_cli("fit", *common_args(tiny_model_dir, once), *settings, cwd=once)
+    run_in_process(["fit", *common_args(tiny_model_dir, once), *settings], capsys)
     # Stop mid-epoch (8 batches per epoch) after 6 steps, then resume from last.ckpt up to the same 12.
-    run_cli("fit", *common_args(tiny_model_dir, twice), *settings, "--trainer.max_steps", "6", cwd=twice)
+    run_in_process(["fit", *common_args(tiny_model_dir, twice), *settings, "--trainer.max_steps", "6"], capsys)
     assert torch.load(twice / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
-    run_cli("fit", *common_args(tiny_model_dir, twice), *settings, "--ckpt_path", "last", cwd=twice)
+    run_in_process(["fit", *common_args(tiny_model_dir, twice), *settings, "--ckpt_path", "last"], capsys)
     first = load_file(once / "adapter" / "adapter_model.safetensors")
     resumed = load_file(twice / "adapter" / "adapter_model.safetensors")
     assert first.keys() == resumed.keys()
@@ -128,19 +131,31 @@ def test_stop_and_resume_reaches_the_same_lora_weights_as_one_run(tiny_model_dir
     assert any(first[k].abs().max() > 0 for k in first if "lora_B" in k)
 
 
-def test_ddp_on_two_cpu_processes_completes_a_short_fit(tiny_model_dir, work):
-    output = run_cli(
-        "fit",
-        *common_args(tiny_model_dir, work),
-        "--trainer.strategy",
-        "ddp",
-        "--trainer.devices",
-        "2",
-        "--trainer.max_steps",
-        "4",
-        "--trainer.limit_val_batches",
-        "1",
-        cwd=work,
-    )
-    assert "max_steps=4` reached" in output
-    assert torch.load(work / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+def probabilities_by_id(folder: Path) -> dict[str, list[float]]:
+    with open(folder / "probabilities.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    return {row["id"]: [float(v or 0) for k, v in row.items() if re.fullmatch(r"p\d", k)] for row in rows}
+
+
+def test_ddp_on_two_cpu_processes_fits_then_validates_and_predicts_what_one_process_does(tiny_model_dir, work, capsys):
+    # Two gloo ranks through the CLI: a short fit, then validate and predict of the 19 real KLUE items from its
+    # checkpoint. With 4 items a batch the ranks get 3 and 2 batches: uneven shards, each item scored once.
+    real = real_items()
+    write_items(real, work / "real.csv")
+    args, ddp = common_args(tiny_model_dir, work), ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
+    fitted = run_cli("fit", *args, *ddp, "--trainer.max_steps", "4", "--trainer.limit_val_batches", "1", cwd=work)
+    assert "max_steps=4` reached" in fitted
+    last = work / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 4
+    scored = ["--ckpt_path", str(last), "--data.eval_batch_size", "4", "--data.val_path", str(work / "real.csv")]
+    scored += ["--data.predict_path", str(work / "real.csv")]
+    two = run_cli("validate", *args, *ddp, *scored, cwd=work)
+    run_cli("predict", *args, *ddp, *scored, "--prediction_writer.output_dir", str(work / "two"), cwd=work)
+    one = run_in_process(["validate", *args, *scored], capsys)
+    run_in_process(["predict", *args, *scored, "--prediction_writer.output_dir", str(work / "one")], capsys)
+    assert logged(two, "val/acc") == logged(one, "val/acc")
+    on_two, on_one = probabilities_by_id(work / "two"), probabilities_by_id(work / "one")
+    assert list(on_two) == list(on_one) == [item.id for item in real]
+    for item_id, probabilities in on_one.items():
+        assert on_two[item_id] == pytest.approx(probabilities, abs=2e-6), item_id
+    assert logged(two, "val/loss") == pytest.approx(logged(one, "val/loss"), rel=1e-4)

@@ -18,7 +18,7 @@ from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 
 from .conftest import quick_learner, run_in_process
-from .test_cli_end_to_end import common_args, run_cli
+from .test_cli_end_to_end import common_args
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +65,8 @@ def work(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("mode", ["cyclic", "pride"])
-def test_cli_predict_with_debiasing_writes_every_id_once_in_input_order(tiny_model_dir, work, mode):
-    output = run_cli("predict", *common_args(tiny_model_dir, work), "--model.debias", mode, cwd=work)
+def test_cli_predict_with_debiasing_writes_every_id_once_in_input_order(tiny_model_dir, work, mode, capsys):
+    output = run_in_process(["predict", *common_args(tiny_model_dir, work), "--model.debias", mode], capsys)
     passes = {"cyclic": "4.67", "pride": "1."}[mode]  # 15 items: 5 four-choice and 10 five-choice
     assert f"predict debias={mode}: {passes}" in output
     with open(work / "predictions" / "probabilities.csv", encoding="utf-8") as handle:

@@ -12,8 +12,8 @@ from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 from suneung_lit.reasoning.generation import _closes_json
 
-from .conftest import real_items
-from .test_cli_end_to_end import common_args, run_cli
+from .conftest import real_items, run_in_process
+from .test_cli_end_to_end import common_args
 
 
 def test_a_json_object_is_closed_only_outside_strings():
@@ -30,11 +30,11 @@ def read_outputs(folder: Path) -> tuple[list[dict], list[dict]]:
 
 
 @pytest.mark.slow
-def test_generate_mode_with_the_tiny_model_falls_back_and_writes_every_id(tiny_model_dir, tmp_path):
+def test_generate_mode_with_the_tiny_model_falls_back_and_writes_every_id(tiny_model_dir, tmp_path, capsys):
     write_items(make_items(8, seed=11, prefix="train"), tmp_path / "train.csv")
     write_items(make_items(6, seed=12, prefix="heldout"), tmp_path / "heldout.csv", "flat")
     args = [*common_args(tiny_model_dir, tmp_path), "--data.template", "cot_json", "--model.answer_mode", "generate"]
-    output = run_cli("predict", *args, "--model.max_new_tokens", "16", cwd=tmp_path)
+    output = run_in_process(["predict", *args, "--model.max_new_tokens", "16"], capsys)
     # A random model writes no parsable answer: every item must come from the fallback, never be dropped.
     assert "answers extracted from 6 generated texts: {'fallback': 6}" in output
     predictions, reasoning = read_outputs(tmp_path / "predictions")
@@ -53,7 +53,7 @@ def test_generate_mode_with_the_tiny_model_falls_back_and_writes_every_id(tiny_m
 
 
 @pytest.mark.slow
-def test_generate_mode_on_gemma_extracts_answers_from_real_text(gemma_dir, tmp_path):
+def test_generate_mode_on_gemma_extracts_answers_from_real_text(gemma_dir, tmp_path, capsys):
     items = [i for i in real_items() if len(i.paragraph) < 300][:2]
     write_items(items, tmp_path / "predict.csv")
     args = [
@@ -69,7 +69,7 @@ def test_generate_mode_on_gemma_extracts_answers_from_real_text(gemma_dir, tmp_p
         # The same float32 generation on every CPU kind, not the config's machine-chosen `auto`.
         "--model.base.dtype", "float32", "--model.base.compute_dtype", "float32", "--trainer.precision", "32-true",
     ]  # fmt: skip
-    run_cli("predict", *args, cwd=tmp_path)
+    run_in_process(["predict", *args], capsys)
     predictions, reasoning = read_outputs(tmp_path / "predictions")
     assert [p["id"] for p in predictions] == [item.id for item in items]
     assert any(r["path"] != "fallback" for r in reasoning), reasoning  # a real model writes a parsable answer

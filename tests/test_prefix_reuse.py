@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -13,6 +14,7 @@ from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.data.prefixes import common_prefix_length, prefix_groups, tokens_not_recomputed
 from suneung_lit.data.records import write_items
 from suneung_lit.module import QLoRAMultipleChoice
+from suneung_lit.prefix_reuse import check_layout, packed_mask
 from suneung_lit.scoring import answer_logits, batch_answer_logits
 
 from .conftest import FIXTURES, REAL_TEXT, real_items
@@ -46,11 +48,18 @@ def sharing_items(source: str, count_groups: int, singles: int):
 
 
 def predict(
-    model_dir, path, tmp_path, prefix_reuse: bool, shift_prefix_reuse: bool = True, quantization="none", debias="none"
+    model_dir,
+    path,
+    tmp_path,
+    prefix_reuse: bool,
+    shift_prefix_reuse: bool = True,
+    quantization="none",
+    debias="none",
+    layout="cached",
 ):
     """Float32 predict of ``path``: each item's option probabilities by id, and the prefix groups scored."""
     base = BaseSettings(quantization=quantization, dtype="float32", compute_dtype="float32")
-    module = QLoRAMultipleChoice(str(model_dir), base=base, debias=debias)
+    module = QLoRAMultipleChoice(str(model_dir), base=base, debias=debias, prefix_layout=layout)
     datamodule = MultipleChoiceDataModule(
         str(model_dir),
         predict_path=str(path),
@@ -71,12 +80,15 @@ def predict(
 
 @pytest.mark.parametrize("source", REAL_TEXT)
 @pytest.mark.parametrize("quantization", ["none", "nf4"])
+@pytest.mark.parametrize("layout", ["cached", "packed"])
 def test_prefix_reuse_gives_the_plain_probabilities_on_real_shared_paragraphs(
-    tiny_model_dir, tmp_path, quantization, source
+    tiny_model_dir, tmp_path, quantization, source, layout
 ):
     write_items(sharing_items(source, 3, 4), tmp_path / "items.csv")
     plain, _ = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, quantization=quantization)
-    reused, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, True, quantization=quantization)
+    reused, groups = predict(
+        tiny_model_dir, tmp_path / "items.csv", tmp_path, True, quantization=quantization, layout=layout
+    )
     assert len(set(groups) - {-1}) == 3 and sum(g >= 0 for g in groups) >= 6
     assert plain.keys() == reused.keys()
     for item_id, probabilities in plain.items():
@@ -99,19 +111,29 @@ def test_prefix_reuse_matches_plain_scores_on_gemma_past_its_sliding_window(gemm
 
 @pytest.mark.parametrize("debias", ["cyclic", "pride"])
 @pytest.mark.parametrize("paragraphs", [False, True], ids=["copies", "copies+paragraphs"])
+@pytest.mark.parametrize("layout", ["cached", "packed"])
 def test_shifted_copies_scored_from_their_shared_prefix_give_the_plain_debiased_probabilities(
-    tiny_model_dir, tmp_path, debias, paragraphs
+    tiny_model_dir, tmp_path, debias, paragraphs, layout
 ):
     write_items(sharing_items("klue", 3, 4), tmp_path / "items.csv")
     plain, no_groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, False, False, debias=debias)
-    shared, groups = predict(tiny_model_dir, tmp_path / "items.csv", tmp_path, paragraphs, True, debias=debias)
+    shared, groups = predict(
+        tiny_model_dir, tmp_path / "items.csv", tmp_path, paragraphs, True, debias=debias, layout=layout
+    )
     assert not no_groups and len(set(groups) - {-1}) >= (3 if paragraphs else 1)
     assert plain.keys() == shared.keys()
     for item_id, probabilities in plain.items():
         torch.testing.assert_close(shared[item_id], probabilities, rtol=0, atol=1e-5)
 
 
-def test_a_batch_of_several_groups_runs_all_prefixes_in_one_pass_and_all_suffixes_in_another(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("layout", "attention", "passes"),
+    [("cached", "sdpa", 2), ("packed", "sdpa", 1), ("packed", "eager", 1)],
+    ids=["cached: prefixes, then suffixes", "packed, sdpa booleans", "packed, eager additive"],
+)
+def test_a_batch_of_several_groups_scores_in_one_or_two_passes_with_the_plain_logits(
+    tiny_model_dir, tmp_path, layout, attention, passes
+):
     write_items(sharing_items("klue", 3, 2), tmp_path / "items.csv")
     datamodule = MultipleChoiceDataModule(
         str(tiny_model_dir), predict_path=str(tmp_path / "items.csv"), max_length=2048, eval_batch_size=64,
@@ -121,15 +143,53 @@ def test_a_batch_of_several_groups_runs_all_prefixes_in_one_pass_and_all_suffixe
     (batch,) = datamodule.predict_dataloader()
     groups, lengths = batch["prefix_group"], batch["prefix_length"]
     assert bool((groups >= 0).all()) and len(groups.unique()) >= 5 and len(lengths.unique()) >= 5
-    module = QLoRAMultipleChoice(str(tiny_model_dir), base=BaseSettings(quantization="none", dtype="float32"))
+    base = BaseSettings(quantization="none", dtype="float32", attn_implementation=attention)
+    module = QLoRAMultipleChoice(str(tiny_model_dir), base=base)
     module.configure_model()
-    passes = []
-    module.model.register_forward_hook(lambda *_: passes.append(1))
+    assert module.model.config._attn_implementation == attention
+    calls = []
+    module.model.register_forward_hook(lambda *_: calls.append(1))
     with torch.no_grad():
-        shared = batch_answer_logits(module.model, batch)
-        assert len(passes) == 2
+        shared = batch_answer_logits(module.model, batch, layout)
+        assert len(calls) == passes
         plain = answer_logits(module.model, batch["input_ids"], batch["attention_mask"])
     torch.testing.assert_close(shared, plain, rtol=0, atol=1e-4)
+
+
+def test_a_packed_row_shows_each_suffix_the_prefix_and_itself_only():
+    # Segments: 0 the shared prefix, 1 and 2 two suffixes, -1 padding (which sees itself, so no softmax is empty).
+    segment = torch.tensor([[0, 0, 1, 1, 2, -1]])
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 0, 0, 1, 0],
+            [1, 1, 0, 0, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(packed_mask(segment)[0, 0], expected)
+    additive = packed_mask(segment, torch.bfloat16)
+    assert additive.dtype == torch.bfloat16
+    assert torch.equal(additive[0, 0] == 0, expected)
+    assert bool((additive[0, 0][~expected] == torch.finfo(torch.bfloat16).min).all())
+
+
+@pytest.mark.parametrize(
+    ("config", "named"),
+    [
+        (SimpleNamespace(_attn_implementation="flash_attention_2"), "'flash_attention_2'"),
+        (SimpleNamespace(_attn_implementation="sdpa", layer_types=["sliding_attention"]), "sliding-window layers"),
+    ],
+    ids=["flash attention", "Gemma's sliding window"],
+)
+def test_packed_layout_is_refused_where_the_model_cannot_read_its_mask(config, named):
+    model = SimpleNamespace(config=config)
+    with pytest.raises(ValueError, match=f"prefix_layout packed.*{named}.*use cached"):
+        check_layout(model, "packed")
+    check_layout(model, "cached")
 
 
 def test_validate_with_cyclic_debiasing_reads_the_same_accuracy_and_loss_from_shared_prefixes(tiny_model_dir, tmp_path):

@@ -15,13 +15,13 @@ import pytest
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 
-from .conftest import REPO, real_items
-from .test_cli_end_to_end import common_args, run_cli
+from .conftest import REPO, real_items, run_in_process
+from .test_cli_end_to_end import common_args
 
 pytestmark = pytest.mark.slow
 
 
-def test_qwen_zero_shot_reads_the_paragraph_and_predicts_every_real_item(qwen_dir, tmp_path):
+def test_qwen_zero_shot_reads_the_paragraph_and_predicts_every_real_item(qwen_dir, tmp_path, capsys):
     # Each synthetic paragraph states the answer's number: a model that reads it is right, one that does not is
     # at the best constant predictor (at most 0.4 on these items). The real items check every id comes back.
     synthetic = make_items(10, seed=31, prefix="val")
@@ -32,7 +32,7 @@ def test_qwen_zero_shot_reads_the_paragraph_and_predicts_every_real_item(qwen_di
         "--data.predict_path", str(tmp_path / "predict.csv"),
         "--data.corrections_path", str(REPO / "data" / "corrections" / "generationfornlp_train.csv"),
     ]  # fmt: skip
-    output = run_cli("predict", *args, cwd=tmp_path)
+    output = run_in_process(["predict", *args], capsys)
     with open(tmp_path / "predictions" / "probabilities.csv", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
     assert [row["id"] for row in rows] == [item.id for item in [*synthetic, *real]]

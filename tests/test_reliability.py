@@ -182,3 +182,21 @@ def test_hard_kill_then_resume_finishes_with_the_planned_steps(tmp_path, tiny_mo
     assert result.returncode == 0, result.stderr[-3000:]
     assert torch.load(last, weights_only=True)["global_step"] == 40
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("split", "stage"), [("val", "validate"), ("test", "test")])
+def test_unlabelled_items_in_a_scored_file_fail_naming_file_row_and_column(tiny_model_dir, tmp_path, split, stage):
+    # Validation and test read accuracy and loss against the answers; an item without one is an input error found
+    # before the model loads (setup runs first), not a cross-entropy crash mid-epoch.
+    from suneung_lit.data.datamodule import MultipleChoiceDataModule
+    from suneung_lit.data.records import DataValidationError
+
+    items = make_items(3, seed=5, prefix="scored")
+    items[1] = replace(items[1], answer=None)
+    write_items(items, tmp_path / "scored.csv", "flat")
+    datamodule = MultipleChoiceDataModule(str(tiny_model_dir), **{f"{split}_path": str(tmp_path / "scored.csv")})
+    with pytest.raises(DataValidationError) as raised:
+        datamodule.setup(stage)
+    (problem,) = raised.value.problems
+    assert (problem.path, problem.item_id, problem.column) == (str(tmp_path / "scored.csv"), "scored-0001", "answer")
+    assert "need answers (use predict)" in str(raised.value)

@@ -209,11 +209,12 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             if split != "predict":
                 raise DataValidationError([Problem(str(path), None, None, elsewhere, message.split(": ", 1)[1])])
             rank_zero_warn(message + " (predict reads the file as unlabelled)")
-        if split == "test" and any(item.answer is None for item in items):
+        if split in ("val", "test") and any(item.answer is None for item in items):
+            # Accuracy and the loss are read against the answers: an unlabelled item cannot be scored there.
             missing = [item.id for item in items if item.answer is None]
+            reason = f"{'validation' if split == 'val' else 'test'} items need answers (use predict)"
             raise DataValidationError(
-                [Problem(str(path), None, i, "answer", "test items need answers (use predict)") for i in missing[:50]],
-                len(missing),
+                [Problem(str(path), None, i, "answer", reason) for i in missing[:50]], len(missing)
             )
         return items
 
