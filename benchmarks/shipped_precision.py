@@ -22,6 +22,7 @@ from common import ROOT, alternated_timings, append_result, cpu_flags, set_threa
 
 from suneung_lit.cli import build_cli, resolve_config_args  # noqa: E402
 from suneung_lit.data.records import load_items  # noqa: E402
+from suneung_lit.writer import PredictionCSVWriter  # noqa: E402
 
 FORCED = {
     "auto (as shipped)": [],
@@ -44,6 +45,15 @@ def variant(args, overrides: list[str], work: Path):
     cli.datamodule.setup("predict")
     cli.model.configure_model()  # loading stays outside every timed pass
     return cli
+
+
+def warm_up(cli) -> None:
+    """One untimed batch; the prediction writer is left out, as it rightly refuses a run that skips items."""
+    callbacks = list(cli.trainer.callbacks)
+    cli.trainer.callbacks = [c for c in callbacks if not isinstance(c, PredictionCSVWriter)]
+    cli.trainer.limit_predict_batches = 1
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule)
+    cli.trainer.callbacks, cli.trainer.limit_predict_batches = callbacks, 1.0
 
 
 def by_id(outputs, items) -> dict:
@@ -70,9 +80,7 @@ def main() -> None:
         }
         chosen = {name: cli.model.base.compute_dtype for name, cli in clis.items()}
         for cli in clis.values():  # warm-up, untimed: lazy initialisation, the inference cast
-            cli.trainer.limit_predict_batches = 1
-            cli.trainer.predict(cli.model, datamodule=cli.datamodule)
-            cli.trainer.limit_predict_batches = 1.0
+            warm_up(cli)
 
         def run(cli):
             return lambda: cli.trainer.predict(cli.model, datamodule=cli.datamodule)

@@ -9,4 +9,5 @@ bash scripts/setup.sh
 site="$(mktemp -d)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir "$site"
 rm -rf "$site"
-.venv/bin/python -m pytest -q --durations=15 "$@"
+# Two workers: while one waits on an interpreter start-up, a tokenizer or a file, the other computes.
+.venv/bin/python -m pytest -q -n 2 --dist worksteal --durations=15 "$@"

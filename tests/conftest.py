@@ -87,6 +87,18 @@ def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
+def pytest_configure(config) -> None:
+    # Under pytest-xdist (scripts/test.sh runs two workers) the cores are split between the workers, and the
+    # processes their tests start get the same share: two workers of two threads each would fight over two cores.
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or workers) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Each test tokenizes into its own cache, so no test sees another's cached datasets."""
