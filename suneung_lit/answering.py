@@ -37,6 +37,7 @@ class ItemAnswers:
     group: Tensor  # data source index, -1 when unknown
     index: Tensor  # the item's position in its input file
     id: list[str]
+    score: Tensor | None = None  # [items] exam points of each item, 0 where it has none
     row_logits: Tensor | None = None  # scoring only: answer-position logits of every scored row (copy)
     row_scores: Tensor | None = None  # scoring only: option scores of every scored row
     text: list[str] | None = None  # generation only: the generated texts
@@ -160,6 +161,7 @@ class ScoredAnswers:
             group=batch["group"][first],
             index=batch["item_index"][first],
             id=[batch["id"][i] for i in first.tolist()],
+            score=batch["score"][first] if "score" in batch else None,
             row_logits=logits,
             row_scores=scores,
         )
@@ -208,6 +210,7 @@ class GeneratedAnswers:
             group=batch["group"],
             index=batch["item_index"],
             id=list(batch["id"]),
+            score=batch.get("score"),
             text=[g.text for g in generated],
             path=[g.path for g in generated],
         )

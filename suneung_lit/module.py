@@ -34,7 +34,7 @@ from suneung_lit.data.records import DEFAULT_MAX_CHOICES
 from suneung_lit.data.shifting import DebiasChoice
 from suneung_lit.data.tokenization import option_token_ids
 from suneung_lit.debias import PositionOffsets
-from suneung_lit.metrics import GroupedAccuracy
+from suneung_lit.metrics import SourceReport
 from suneung_lit.optimization import OptimizationSettings, build_optimizer, warmup_cosine
 from suneung_lit.prefix_reuse import PrefixLayout
 from suneung_lit.reasoning.rationale import rationale_loss
@@ -103,7 +103,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.option_ids: list[int] = []
         metric = dict(num_classes=max_choices, average="micro")
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(3))
-        self.group_acc = torch.nn.ModuleDict()  # GroupedAccuracy per stage ("val", "test"), once the data has sources
+        self.by_source = torch.nn.ModuleDict()  # a SourceReport per stage ("val", "test"), once the data has sources
         # A metric, not a logged tensor: Lightning's own mean of a tensor over ranks with uneven shards is off.
         self.eval_loss = torch.nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.position_offsets = PositionOffsets()
@@ -145,9 +145,9 @@ class QLoRAMultipleChoice(L.LightningModule):
             hp.max_new_tokens,
             hp.get("prefix_layout", "cached"),
         )
-        names = list(getattr(datamodule, "groups", []) or [])
-        if names and not self.group_acc:
-            self.group_acc.update({s: GroupedAccuracy(names) for s in ("val", "test")})
+        names, scored = list(getattr(datamodule, "groups", []) or []), bool(getattr(datamodule, "scored", False))
+        if names and not self.by_source:
+            self.by_source.update({s: SourceReport(names, hp.max_choices, scored) for s in ("val", "test")})
 
     # ---- checkpoints hold the adapter only (``suneung_lit.checkpoints``) -------------------------------------------
 
@@ -214,8 +214,8 @@ class QLoRAMultipleChoice(L.LightningModule):
             self.log(f"{stage}/loss", self.eval_loss[stage], batch_size=len(batch["id"]))
         metric(answers.prediction, answers.answer)
         self.log(f"{stage}/acc", metric, prog_bar=True, batch_size=len(answers.id))
-        if stage in self.group_acc:
-            self.group_acc[stage].update(answers.prediction, answers.answer, answers.group)
+        if stage in self.by_source:
+            self.by_source[stage].update(answers.prediction, answers.answer, answers.group, answers.score)
         return answers
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
@@ -259,7 +259,8 @@ class QLoRAMultipleChoice(L.LightningModule):
             rank_zero_info(f"{stage} {line}")
         for name, value in metrics.items() if metric_prefix else ():
             self.log(f"{metric_prefix}/{name}", value, sync_dist=True)
-        if metric_prefix in self.group_acc:
-            for name, value in self.group_acc[metric_prefix].compute().items():
-                self.log(f"{metric_prefix}/acc/{name}", value)
-            self.group_acc[metric_prefix].reset()
+        if metric_prefix in self.by_source:
+            metrics, lines = self.by_source[metric_prefix].report(metric_prefix, stage)
+            self.log_dict(metrics)
+            for line in lines:
+                rank_zero_info(line)

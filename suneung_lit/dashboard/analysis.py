@@ -15,6 +15,7 @@ from suneung_lit.data.records import Item
 from suneung_lit.data.tokenization import group_of
 from suneung_lit.ensemble import EnsembleInputError, read_probabilities
 from suneung_lit.evaluation import accuracy, best_constant
+from suneung_lit.exam import ExamPoints, item_score
 
 NO_SOURCE = "(no source column)"
 
@@ -170,6 +171,47 @@ def accuracy_table(runs: Sequence[Run], groups: Mapping[str, str] | None = None)
         for label, part in frame.groupby(pd.Series(labels, index=frame.index), sort=True):
             rows.append(_accuracy_row(run.name, str(label), part))
     return pd.DataFrame(rows)
+
+
+def points_table(runs: Sequence[Run], items: Mapping[str, Item]) -> pd.DataFrame:
+    """Exam points per run and source over the items that carry a ``score`` (``suneung_lit.exam``), beside the best
+    constant predictor's points and full marks; no rows when no item of the runs has a score."""
+    import torch
+
+    rows = []
+    for run in runs:
+        frame = run.frame()
+        scores = [_score(items.get(i)) for i in frame["id"]]
+        sources = sorted({source_of(items[i]) for i, score in zip(frame["id"], scores, strict=True) if score})
+        if not sources:
+            continue
+        index = {name: n for n, name in enumerate(sources)}
+        metric = ExamPoints(sources, int(frame["num_choices"].max()))
+        metric.update(
+            torch.tensor(frame["prediction"].to_numpy() - 1),
+            torch.tensor(frame["answer"].to_numpy() - 1),
+            torch.tensor([index.get(source_of(items[i]), -1) if i in items else -1 for i in frame["id"]]),
+            torch.tensor(scores),
+        )
+        for source, result in metric.compute().items():
+            rows.append(
+                {
+                    "run": run.name,
+                    "source": source,
+                    "points": float(result["points"]),
+                    "full marks": float(result["total"]),
+                    "best constant": float(result["constant"]),
+                    "constant answers": int(result["constant_position"]) + 1,
+                }
+            )
+    return pd.DataFrame(rows, columns=["run", "source", "points", "full marks", "best constant", "constant answers"])
+
+
+def _score(item: Item | None) -> float:
+    try:
+        return (item_score(item) or 0.0) if item is not None else 0.0
+    except ValueError:
+        return 0.0
 
 
 def accuracy_by_position(run: Run) -> pd.DataFrame:

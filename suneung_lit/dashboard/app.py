@@ -208,6 +208,11 @@ def runs_page() -> None:
     constant = alt.Chart(overall).mark_tick(color="red", thickness=2, size=20).encode(x="best constant:Q", y="run:N")
     st.altair_chart((bars + errors + constant).properties(height=40 * len(runs) + 40), width="stretch")
     st.caption("bars: accuracy with its 95% Wilson interval; red tick: the best constant predictor on the same items")
+    points = analysis.points_table(runs, by_id)
+    if len(points):
+        st.subheader("Exam points")
+        st.dataframe(points, hide_index=True, width="stretch")
+        st.caption("items that carry a score (KICE papers: 2 or 3 points an item, 100 a paper), per source")
 
     run = runs[[r.name for r in runs].index(st.selectbox("Run", [r.name for r in runs], key="run_name"))]
     left, right = st.columns(2)

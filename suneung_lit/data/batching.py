@@ -48,6 +48,8 @@ class LeftPadCollator:
             # Assistant-turn tokens before the answer digit that rationale training puts its loss on.
             "reasoning_length": torch.tensor([row.get("reasoning_length", 0) for row in rows], dtype=torch.long),
             "group": torch.tensor([self.group_index.get(row["group"], -1) for row in rows], dtype=torch.long),
+            # Exam points of the item (``suneung_lit.exam``), 0 where it carries no score.
+            "score": torch.tensor([row.get("score", 0.0) for row in rows], dtype=torch.float32),
             "id": [row["id"] for row in rows],
         }
 

@@ -217,7 +217,8 @@ def convert_kice(path: Path, conversion: Conversion, max_choices: int) -> None:
             except (TypeError, ValueError):
                 conversion.reject(path, position, item_id, "answer", f"answer {problem.get('answer')!r}", problem)
                 continue
-            metadata = {"source": "kice", "set": set_id}
+            # One file is one paper (2023_11_KICE.json): the exam its points are reported for.
+            metadata = {"source": f"kice/{path.stem}", "set": set_id}
             if score is not None:
                 metadata["score"] = str(score)
             if set_record.get("type") or problem.get("type"):

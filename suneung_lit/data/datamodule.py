@@ -28,6 +28,7 @@ from suneung_lit.data.records import (
 from suneung_lit.data.shifting import DebiasChoice, ScoredCopy, scored_copies
 from suneung_lit.data.splitting import grouped_split
 from suneung_lit.data.tokenization import encode_items, encoding_stats, option_token_ids
+from suneung_lit.exam import score_problems
 
 
 def shared_context(item: Item) -> tuple[str, ...]:
@@ -157,6 +158,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.encoded: dict[str, datasets.Dataset] = {}
         self.reports: dict[str, CleaningReport] = {}
         self.groups: list[str] = []
+        self.scored = False
 
     # ---- preparation -------------------------------------------------------------------------------------------
 
@@ -209,6 +211,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             if split != "predict":
                 raise DataValidationError([Problem(str(path), None, None, elsewhere, message.split(": ", 1)[1])])
             rank_zero_warn(message + " (predict reads the file as unlabelled)")
+        bad_scores = score_problems(items, str(path))
+        if bad_scores:
+            raise DataValidationError(bad_scores[:50], len(bad_scores))
         if split in ("val", "test") and any(item.answer is None for item in items):
             # Accuracy and the loss are read against the answers: an unlabelled item cannot be scored there.
             missing = [item.id for item in items if item.answer is None]
@@ -308,6 +313,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                 f"to fit {self.max_length} tokens"
             )
         self.groups = sorted({g for ds in self.encoded.values() for g in ds.unique("group") if g})
+        # Items with exam points (a `score` column): validation and test then report points per source too.
+        self.scored = any(score > 0 for ds in self.encoded.values() for score in ds["score"])
 
     def _prefix_keys(self, copies: list[ScoredCopy]) -> list | None:
         """What makes evaluation rows share a prompt prefix: their paragraph (for items without one, the question),

@@ -24,7 +24,7 @@ from suneung_lit.data.prompts import PromptTemplate, render_chat, render_prompt
 from suneung_lit.data.records import DataValidationError, Item, Problem
 
 IGNORE_INDEX = -100
-ENCODING_VERSION = "2"  # bump when the encoding logic changes, so stale caches are not reused
+ENCODING_VERSION = "3"  # bump when the encoding logic changes, so stale caches are not reused
 SHORTENED_MARKER = " …"
 # Rows per process below which a process pool costs more than it saves.
 MIN_ROWS_PER_PROCESS = 5000
@@ -193,6 +193,7 @@ def encode_items(
             "answer": [item.answer - 1 if item.answer is not None else -1 for item in items],
             "label": [options[item.answer - 1] if item.answer is not None else IGNORE_INDEX for item in items],
             "group": [group_of(item) for item in items],
+            "score": [_score_or_zero(item) for item in items],
         }
     )
     if num_proc is None:
@@ -219,3 +220,12 @@ def encode_items(
 def encoding_stats(dataset: datasets.Dataset) -> EncodingStats:
     shortened = [i for i, flag in zip(dataset["id"], dataset["shortened"], strict=True) if flag]
     return EncodingStats(len(dataset), tuple(shortened), tuple(dataset["prompt_length"]))
+
+
+def _score_or_zero(item) -> float:
+    from suneung_lit.exam import item_score
+
+    try:
+        return item_score(item) or 0.0
+    except ValueError:  # the data module names such items before encoding; unreadable points count as none here
+        return 0.0
