@@ -46,6 +46,11 @@ QWEN_FIM_TOKENS = (
     "<|repo_name|>",
     "<|file_sep|>",
 )
+# Qwen3 adds these after Qwen2.5's (ids 151665-151668), as plain added tokens: the thinking block is text to it.
+QWEN3_ADDED_TOKENS = ("<tool_response>", "</tool_response>", "<think>", "</think>")
+# Qwen3's own chat template (provenance: suneung_lit/data/chat_templates/README.md).
+QWEN3_CHAT_TEMPLATE = Path(__file__).resolve().parent / "data" / "chat_templates" / "qwen3.jinja"
+FAMILIES = ("qwen2", "qwen3")
 # ChatML as Qwen2.5 renders it (without tool calling): a default system turn when none is given.
 CHATML_TEMPLATE = (
     "{%- if messages[0]['role'] == 'system' %}"
@@ -79,8 +84,9 @@ def find_qwen_tiktoken() -> Path:
     raise FileNotFoundError(f"dashscope is installed but has no resources/qwen.tiktoken in {spec.origin}")
 
 
-def build_tokenizer(tiktoken_path: str | Path | None = None):
-    """A Qwen2TokenizerFast-equivalent tokenizer built from the tiktoken ranks (151,665 ids)."""
+def build_tokenizer(tiktoken_path: str | Path | None = None, family: str = "qwen2"):
+    """A Qwen2TokenizerFast-equivalent tokenizer built from the tiktoken ranks (151,665 ids; Qwen3's 151,669, with its
+    thinking tokens and chat template)."""
     from tokenizers import AddedToken, normalizers
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
@@ -95,6 +101,8 @@ def build_tokenizer(tiktoken_path: str | Path | None = None):
         (QWEN_FIM_TOKENS, True),
     ):
         backend.add_tokens([AddedToken(token, special=special, normalized=False) for token in group])
+    if family == "qwen3":
+        backend.add_tokens([AddedToken(token, special=False, normalized=False) for token in QWEN3_ADDED_TOKENS])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
@@ -105,8 +113,10 @@ def build_tokenizer(tiktoken_path: str | Path | None = None):
         padding_side="left",
         clean_up_tokenization_spaces=False,
     )
-    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE.read_text(encoding="utf-8") if family == "qwen3" else CHATML_TEMPLATE
     expected = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|file_sep|>": 151664}
+    if family == "qwen3":
+        expected.update({"<think>": 151667, "</think>": 151668})
     actual = {token: tokenizer.convert_tokens_to_ids(token) for token in expected}
     if actual != expected:
         raise RuntimeError(f"special token ids differ from Qwen2.5's: {actual} != {expected}")
@@ -123,14 +133,23 @@ def build_tiny_model(
     embedding_std: float = 0.5,
     seed: int = 0,
     tiktoken_path: str | Path | None = None,
+    family: str = "qwen2",
 ) -> Path:
-    """Write the offline tokenizer and a randomly initialised Qwen2ForCausalLM to ``output_dir``."""
+    """Write the offline tokenizer and a randomly initialised Qwen2ForCausalLM (``family`` qwen3:
+    Qwen3ForCausalLM, with per-head query/key norms and Qwen3's chat template) to ``output_dir``."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r}: one of {FAMILIES}")
     output_dir = Path(output_dir)
-    tokenizer = build_tokenizer(tiktoken_path)
-    config = Qwen2Config(
+    tokenizer = build_tokenizer(tiktoken_path, family)
+    config_class, model_class = (
+        (Qwen3Config, Qwen3ForCausalLM) if family == "qwen3" else (Qwen2Config, Qwen2ForCausalLM)
+    )
+    extra = {"head_dim": hidden_size // num_heads} if family == "qwen3" else {}
+    config = config_class(
+        **extra,
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -144,7 +163,7 @@ def build_tiny_model(
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
+    model = model_class(config)
     # The embedding is tied to the frozen LM head. With the usual 0.02 init, a 128-wide hidden state can raise
     # a token's logit only ~2.6 above the rest, too little to win over 151k tokens; trained models have far
     # larger logit ranges. A wider init lets the answer-token loss fall as it would on a real model.
@@ -162,14 +181,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hidden-size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", choices=FAMILIES, default="qwen2", help="qwen3: Qwen3's layers and chat template")
     parser.add_argument("--tiktoken", type=Path, default=None, help="path to qwen.tiktoken")
     parser.add_argument("--force", action="store_true", help="rebuild even if output_dir holds a model")
     args = parser.parse_args(argv)
     if (args.output_dir / "config.json").is_file() and not args.force:
         print(f"{args.output_dir} already holds a model (use --force to rebuild)")
         return
-    path = build_tiny_model(args.output_dir, args.hidden_size, args.layers, seed=args.seed, tiktoken_path=args.tiktoken)
-    print(f"wrote tiny Qwen2 model and tokenizer to {path}")
+    path = build_tiny_model(
+        args.output_dir, args.hidden_size, args.layers, seed=args.seed, tiktoken_path=args.tiktoken, family=args.family
+    )
+    print(f"wrote tiny {args.family} model and tokenizer to {path}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,16 @@ def print_config(config, capsys) -> tuple[int, str, str]:
 
 
 def test_configs_are_found():
-    assert {"demo.yaml", "gemma270m.yaml", "qwen1.5b.yaml", "qwen7b.yaml", "qwen32b.yaml"} <= {c.name for c in CONFIGS}
+    names = {
+        "demo.yaml",
+        "gemma270m.yaml",
+        "qwen1.5b.yaml",
+        "qwen7b.yaml",
+        "qwen32b.yaml",
+        "qwen3-32b.yaml",
+        "qwen3-14b.yaml",
+    }
+    assert names <= {c.name for c in CONFIGS}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda path: path.name)

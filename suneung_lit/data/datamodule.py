@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -52,6 +53,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         chat_template: how the template's turns become text. null: the tokenizer's chat template, or plain text
             (BOS, turns separated by blank lines) when it has none, as base models such as Gemma 3 270M; ``plain``:
             plain text even when the tokenizer has a chat template; otherwise a path to a Jinja chat template.
+        enable_thinking: Qwen3's thinking switch, passed to the chat template as ``enable_thinking`` (never by editing
+            its text). ``false`` ends the generation prompt with the template's empty ``<think>`` block, so in
+            ``logits`` mode the answer digit follows it; ``true`` lets a ``generate`` run think first (the answer is
+            read after ``</think>``, the whole text kept in reasoning.jsonl); null leaves the template's default.
         max_length: longest prompt in tokens; longer paragraphs are shortened, never dropped.
         max_choices: most choices an item may have (option tokens "1".."max_choices" are scored).
         cleaning: cleaning steps, in order (see ``suneung_lit.data.cleaning.STEPS``).
@@ -101,6 +106,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         predict_path: str | None = None,
         template: str = "base",
         chat_template: str | None = None,
+        enable_thinking: bool | None = None,
         max_length: int = 1024,
         max_choices: int = DEFAULT_MAX_CHOICES,
         cleaning: tuple[str, ...] = DEFAULT_STEPS,
@@ -129,6 +135,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.paths = {"train": train_path, "val": val_path, "test": test_path, "predict": predict_path}
         self.template_name = template
         self.chat_template = chat_template
+        self.enable_thinking = enable_thinking
         self.max_length = max_length
         self.max_choices = max_choices
         self.cleaning = list(cleaning)
@@ -265,7 +272,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         self.check_inputs(stage)
         tokenizer = self._load_tokenizer()
-        self.template = load_template(self.template_name)
+        self.template = replace(load_template(self.template_name), enable_thinking=self.enable_thinking)
         if stage in ("fit", "validate") and "val" not in self.items:
             # `validate` on a file of its own reads nothing else: a user checking an adapter on new items has no
             # training file at hand.

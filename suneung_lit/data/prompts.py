@@ -49,6 +49,8 @@ class PromptTemplate:
     system: str | None = None
     assistant_prefix: str = ""
     answer_slot: str | None = None
+    # Passed to the chat template as ``enable_thinking`` (Qwen3's switch) unless None: ``data.enable_thinking``.
+    enable_thinking: bool | None = None
 
     def assistant_text(self, item: Item, for_generation: bool = False) -> str:
         """What follows the chat generation prompt: up to the answer digit, or where generation starts."""
@@ -146,8 +148,13 @@ def resolve_chat_template(setting: str | None, tokenizer) -> str:
 
 def render_chat(item: Item, template: PromptTemplate, tokenizer) -> str:
     """The chat turns rendered up to the start of the assistant turn (the generation prompt)."""
+    switches = {} if template.enable_thinking is None else {"enable_thinking": template.enable_thinking}
     return tokenizer.apply_chat_template(
-        template.messages(item), chat_template=chat_template_of(tokenizer), tokenize=False, add_generation_prompt=True
+        template.messages(item),
+        chat_template=chat_template_of(tokenizer),
+        tokenize=False,
+        add_generation_prompt=True,
+        **switches,
     )
 
 

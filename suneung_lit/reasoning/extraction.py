@@ -101,9 +101,17 @@ def _pattern(text: str, num_choices: int) -> int | None:
     return None
 
 
+def after_thinking(text: str) -> str:
+    """The part of a generated text after its thinking block (Qwen3 with ``enable_thinking``): the answer is read
+    there only. A block left open (generation ran out of tokens) leaves nothing to read."""
+    if "</think>" in text:
+        return text.rsplit("</think>", 1)[1]
+    return "" if "<think>" in text else text
+
+
 def extract_answer(text: str, num_choices: int) -> Extraction:
-    """The answer a generated text gives, and which step found it."""
-    normalized = normalize_digits(text)
+    """The answer a generated text gives (after any thinking block), and which step found it."""
+    normalized = normalize_digits(after_thinking(text))
     for path, step in (("json", _strict_json), ("lenient_json", _lenient_json), ("pattern", _pattern)):
         found = step(normalized, num_choices)
         if found is not None:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from suneung_lit.data.batching import left_pad
-from suneung_lit.reasoning.extraction import extract_answer, json_objects
+from suneung_lit.reasoning.extraction import after_thinking, extract_answer, json_objects
 from suneung_lit.scoring import answer_logits, option_scores
 
 # Appended after a text that gave no parsable answer: the next token is then the answer digit.
@@ -30,7 +30,8 @@ class Generated:
 
 
 def _closes_json(text: str) -> bool:
-    return bool(json_objects(text))
+    # Braces inside a thinking block are not the answer: only what follows it can end the generation.
+    return bool(json_objects(after_thinking(text)))
 
 
 class _StopAtJson:
