@@ -56,6 +56,7 @@ from common import (  # noqa: E402
 
 from suneung_lit.backbone import BaseSettings, LoraSettings
 from suneung_lit.data.datamodule import MultipleChoiceDataModule  # noqa: E402
+from suneung_lit.data.few_shot import with_examples  # noqa: E402
 from suneung_lit.data.records import Item, load_items, write_items  # noqa: E402
 from suneung_lit.data.shifting import calibration_items, split_shifted_id  # noqa: E402
 from suneung_lit.data.tokenization import group_of  # noqa: E402
@@ -95,7 +96,8 @@ def data_module(args, work: Path, **paths: str) -> MultipleChoiceDataModule:
     return MultipleChoiceDataModule(
         args.model,
         template=args.template,
-        max_length=args.max_tokens,
+        # Items are chosen to fit max_tokens on their own; their few-shot examples get room of their own.
+        max_length=args.max_tokens * (1 + args.few_shot),
         train_batch_size=args.train_batch_size,
         eval_batch_size=args.eval_batch_size,
         cache_dir=str(work / "cache"),
@@ -354,6 +356,8 @@ def main() -> None:
         "up to float rounding; about 2.5x fewer prompt tokens)",
     )
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--few-shot", type=int, default=0, help="solved train items before each held-out item")
+    parser.add_argument("--few-shot-selection", choices=["random", "bm25"], default="bm25")
     parser.add_argument("--pride-fraction", type=float, default=0.05)
     parser.add_argument("--skip-zero-shot", action="store_true")
     parser.add_argument("--skip-fine-tune", action="store_true", help="zero-shot readings only")
@@ -368,6 +372,10 @@ def main() -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     train, heldout = competition_split(args, tokenizer)
+    if args.few_shot:
+        # Examples from the training side of the split only, attached before the shifted copies are made, so every
+        # copy of an item holds the same examples (and shares them in its prompt prefix).
+        heldout = with_examples(heldout, train, args.few_shot, args.few_shot_selection, args.seed)
     extra = {
         Path(f).name: fitting_items(load_items(f), tokenizer, args.max_tokens, args.template, args.max_heldout)
         for f in args.heldout

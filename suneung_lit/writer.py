@@ -107,6 +107,10 @@ class PredictionCSVWriter(BasePredictionWriter):
         expected = trainer.datamodule.item_ids("predict")
         rows = merge_predictions(outputs, expected)
         write_prediction_files(self.output_dir, rows)
+        examples = getattr(trainer.datamodule, "few_shot_ids", {}).get("predict")
+        if examples:  # which solved examples each prompt held (``data.few_shot``), so a run can be audited
+            table = [[row["id"], " ".join(examples.get(row["id"], []))] for row in rows]
+            write_atomically(self.output_dir / "few_shot.csv", csv_text(["id", "examples"], table))
         if any(row["text"] is not None for row in rows):
             lines = [
                 json.dumps(

@@ -16,6 +16,7 @@ from transformers import AutoTokenizer
 from suneung_lit.data.augmenting import balanced_shift_rows
 from suneung_lit.data.batching import LeftPadCollator, ResumableBatchSampler, ResumableDataLoader
 from suneung_lit.data.cleaning import DEFAULT_STEPS, CleaningReport, clean
+from suneung_lit.data.few_shot import FewShotSelection, example_ids, with_examples
 from suneung_lit.data.prefixes import prefix_groups, tokens_not_recomputed
 from suneung_lit.data.prompts import PromptTemplate, load_template, resolve_chat_template
 from suneung_lit.data.records import (
@@ -95,6 +96,13 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             costs little more than one pass instead of ``n`` (see README 'Debiasing'). Same probabilities up to
             float rounding; off scores every copy in full.
         trust_remote_code: allow tokenizer code from the hub (off unless you trust the repository).
+        few_shot: solved examples put before each item as earlier user/assistant turns (plain text without a chat
+            template); 0: none. Never the item itself, an item of its paragraph group, or a validation, test or
+            predict item; deterministic for ``seed``. Too long a prompt drops examples (the last first) before its
+            paragraph is shortened. Each item's examples are written to ``few_shot.csv`` beside the predictions.
+        few_shot_selection: ``random`` (per item, seeded by ``seed`` and its id) or ``bm25`` (the most similar
+            paragraphs and questions of the pool, by the retrieval module's Kiwi analyser).
+        few_shot_path: the pool of examples (a file of labelled items); null: the training file.
     """
 
     def __init__(
@@ -128,6 +136,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         prefix_reuse: bool = False,
         shift_prefix_reuse: bool = True,
         answer_mode: Literal["logits", "generate"] = "logits",
+        few_shot: int = 0,
+        few_shot_selection: FewShotSelection = "random",
+        few_shot_path: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -136,6 +147,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.template_name = template
         self.chat_template = chat_template
         self.enable_thinking = enable_thinking
+        self.few_shot, self.few_shot_selection, self.few_shot_path = few_shot, few_shot_selection, few_shot_path
+        self.few_shot_ids: dict[str, dict[str, list[str]]] = {}  # split -> item id -> its examples' ids
+        self._few_shot_pool: list[Item] | None = None
         self.max_length = max_length
         self.max_choices = max_choices
         self.cleaning = list(cleaning)
@@ -230,6 +244,33 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             )
         return items
 
+    def _with_few_shot(self, items: list[Item]) -> list[Item]:
+        """``items`` with ``few_shot`` examples each from the pool: ``few_shot_path`` or the (cleaned) training
+        items, less every validation, test and predict item of this run (``suneung_lit.data.few_shot``)."""
+        if self._few_shot_pool is None:
+            if self.few_shot_path:
+                pool, _ = clean(load_items(self.few_shot_path, self.max_choices), self.cleaning)
+            elif self.paths["train"]:
+                # fit/validate: the training items after the validation split; test/predict: the whole file.
+                pool = (
+                    self.items.get("train") or clean(self._load_split("train"), self.cleaning, self.corrections_path)[0]
+                )
+            else:
+                raise DataValidationError(
+                    [
+                        Problem(
+                            "<config>",
+                            None,
+                            None,
+                            "data.few_shot_path",
+                            "data.few_shot needs a pool: set it or data.train_path",
+                        )
+                    ]  # fmt: skip
+                )
+            scored = {item.id for split in ("val", "test", "predict") for item in self.items.get(split, [])}
+            self._few_shot_pool = [item for item in pool if item.id not in scored]
+        return with_examples(items, self._few_shot_pool, self.few_shot, self.few_shot_selection, self.seed)
+
     def _labelled_items(self, with_train: bool = True) -> tuple[list[Item], list[Item]]:
         """Train and validation items after cleaning; validation carved out of train when no val_path is set."""
         train = self._load_split("train") if self.paths["train"] and with_train else []
@@ -286,6 +327,9 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             # `validate` with only val_path set has no train items; there is nothing to encode for them.
             if split in self.encoded or (split == "train" and not items):
                 continue
+            if self.few_shot:
+                items = self.items[split] = self._with_few_shot(items)
+                self.few_shot_ids[split] = {item.id: example_ids(item) for item in items}
             self.template.check_items(items, str(self.paths[split] or self.paths["train"]))
             if split == "train":
                 copies = scored_copies(items, "cyclic" if self.balance_train else "none", 1.0, self.seed)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+from suneung_lit.data.few_shot import examples_of
 from suneung_lit.data.records import DataValidationError, Item, Problem
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
@@ -71,9 +72,23 @@ class PromptTemplate:
         return names - ITEM_FIELDS
 
     def messages(self, item: Item) -> list[dict[str, str]]:
-        """The chat turns for an item, without the answer."""
+        """The chat turns for an item, without the answer: the system turn, each few-shot example as a user turn
+        and an assistant turn holding its answer digit (``data.few_shot``), then the item's own user turn."""
+        turns = []
+        if self.system:
+            turns.append({"role": "system", "content": string.Template(self.system).substitute(self._values(item))})
+        for example in examples_of(item):
+            turns.append({"role": "user", "content": self._user_text(example)})
+            turns.append({"role": "assistant", "content": f"{self.assistant_prefix}{example.answer}"})
+        turns.append({"role": "user", "content": self._user_text(item)})
+        return turns
+
+    def _user_text(self, item: Item) -> str:
         body = self.user_plus if item.question_plus.strip() else self.user
-        values = {
+        return string.Template(body).substitute(self._values(item))
+
+    def _values(self, item: Item) -> dict[str, str]:
+        return {
             **item.metadata,
             "paragraph": item.paragraph,
             "question": item.question,
@@ -82,11 +97,6 @@ class PromptTemplate:
             "num_choices": str(item.num_choices),
             "option_list": ", ".join(str(n) for n in range(1, item.num_choices + 1)),
         }
-        turns = []
-        if self.system:
-            turns.append({"role": "system", "content": string.Template(self.system).substitute(values)})
-        turns.append({"role": "user", "content": string.Template(body).substitute(values)})
-        return turns
 
     def check_items(self, items: Sequence[Item], source: str) -> None:
         """Fail before tokenizing when a template needs a metadata column that items lack."""

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import datasets
 
+from suneung_lit.data.few_shot import without_last_example
 from suneung_lit.data.prompts import PromptTemplate, render_chat, render_prompt
 from suneung_lit.data.records import DataValidationError, Item, Problem
 
@@ -74,8 +75,16 @@ def fitted_prompt(item: Item, template: PromptTemplate, tokenizer, max_length: i
 def _shorten(
     item: Item, ids: list[int], template: PromptTemplate, tokenizer, max_length: int, for_generation: bool = False
 ) -> tuple[list[int], str]:
-    """Prompt ids (and their text) that fit ``max_length``, cutting the paragraph from its end; question and
-    choices stay whole."""
+    """Prompt ids (and their text) that fit ``max_length``: few-shot examples are dropped first (the last, least
+    similar, first), then the paragraph is cut from its end; question and choices stay whole."""
+    fewer = without_last_example(item)
+    while fewer is not None:
+        item = fewer
+        text = render_prompt(item, template, tokenizer, for_generation)
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) <= max_length:
+            return ids, text
+        fewer = without_last_example(item)
     paragraph_ids = tokenizer.encode(item.paragraph, add_special_tokens=False)
     keep = len(paragraph_ids) - (len(ids) - max_length)
     while keep > 0:
