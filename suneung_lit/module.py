@@ -135,16 +135,8 @@ class QLoRAMultipleChoice(L.LightningModule):
             )
         self.option_ids = option_token_ids(tokenizer, hp.max_choices)
         prefix = getattr(getattr(datamodule, "template", None), "assistant_prefix", "")
-        self.answerer = build_answerer(
-            hp.answer_mode,
-            self.option_ids,
-            hp.debias,
-            self.position_offsets,
-            tokenizer,
-            prefix,
-            hp.max_new_tokens,
-            hp.get("prefix_layout", "cached"),
-        )
+        chosen = (hp.answer_mode, self.option_ids, hp.debias, self.position_offsets, tokenizer, prefix)
+        self.answerer = build_answerer(*chosen, hp.max_new_tokens, hp.get("prefix_layout", "cached"))
         names, scored = list(getattr(datamodule, "groups", []) or []), bool(getattr(datamodule, "scored", False))
         if names and not self.by_source:
             self.by_source.update({s: SourceReport(names, hp.max_choices, scored) for s in ("val", "test")})

@@ -4,6 +4,7 @@ is shortened, recorded per item, and scored alike with and without shared prefix
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import replace
 
 import lightning as L
@@ -135,3 +136,25 @@ def test_predict_with_few_shot_writes_every_id_and_each_items_examples(tiny_mode
         predicted = [row["id"] for row in csv.DictReader(handle)]
     assert [row["id"] for row in rows] == predicted == [f"predict-{n:04d}" for n in range(5)]
     assert all(len(row["examples"].split()) == 3 and row["examples"].startswith("train-") for row in rows)
+
+
+def test_check_counts_the_examples_in_each_prompt_and_what_max_length_would_cut(tiny_model_dir, tmp_path, capsys):
+    from suneung_lit.data.__main__ import main as data_main
+
+    write_items(make_items(8, seed=10, prefix="pool"), tmp_path / "pool.csv")
+    write_items(make_items(4, seed=11, prefix="item"), tmp_path / "items.csv")
+    common = ["check", str(tmp_path / "items.csv"), "--tokenizer", str(tiny_model_dir)]
+
+    def median(output: str) -> int:
+        return int(re.search(r"median (\d+)", output).group(1))
+
+    assert data_main(common) == 0
+    alone = median(capsys.readouterr().out)
+    assert data_main([*common, "--few-shot", "2", "--few-shot-from", str(tmp_path / "pool.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "2 examples (random)" in out and median(out) > 2.5 * alone
+    assert data_main([*common, "--few-shot", "2", "--few-shot-from", str(tmp_path / "pool.csv"),
+                      "--max-length", str(2 * alone)]) == 0  # fmt: skip
+    cut = re.search(r"examples dropped or paragraph shortened to fit \d+: (\d+)", capsys.readouterr().out)
+    assert cut and int(cut.group(1)) == 4
+    assert data_main([*common, "--few-shot", "2"]) == 2  # no pool named

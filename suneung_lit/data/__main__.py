@@ -30,7 +30,17 @@ def _percentile(values: list[int], fraction: float) -> int:
 NO_LIMIT = 1 << 30
 
 
-def summarize(path: Path, items: list[Item], tokenizer, template: str, max_length: int | None, max_choices: int) -> str:
+def summarize(
+    path: Path,
+    items: list[Item],
+    tokenizer,
+    template: str,
+    max_length: int | None,
+    max_choices: int,
+    few_shot: tuple[int, list[Item], str] | None = None,
+) -> str:
+    """Counts and prompt-token statistics of a file; ``few_shot`` (K, pool, selection) counts each prompt with the
+    K examples ``data.few_shot`` would put before it (seed 42, the data module's default)."""
     lines = [
         f"{path}",
         f"  rows: {len(items)}",
@@ -44,17 +54,25 @@ def summarize(path: Path, items: list[Item], tokenizer, template: str, max_lengt
         from suneung_lit.data.tokenization import encode_items, encoding_stats
 
         cleaned, _ = clean(items, allow_drops=False)
+        if few_shot:
+            from suneung_lit.data.few_shot import with_examples
+
+            count, pool, selection = few_shot
+            cleaned = with_examples(cleaned, pool, count, selection, seed=42)
+            template_label = f"{template}, {count} examples ({selection})"
         limit = max_length or NO_LIMIT
         stats = encoding_stats(encode_items(cleaned, tokenizer, load_template(template), limit, max_choices))
         lengths = list(stats.prompt_lengths)
         lines.append(
-            f"  prompt tokens ({template}): min {min(lengths)}, median {int(statistics.median(lengths))}, "
+            f"  prompt tokens ({template_label if few_shot else template}): min {min(lengths)}, "
+            f"median {int(statistics.median(lengths))}, "
             f"p95 {_percentile(lengths, 0.95)}, max {max(lengths)}"
         )
         for cutoff in (1024, 2048, 4096):
             lines.append(f"  over {cutoff} tokens: {sum(n > cutoff for n in lengths)}")
         if max_length:
-            lines.append(f"  shortened to fit {max_length}: {len(stats.shortened_ids)}")
+            cut = "examples dropped or paragraph " if few_shot else ""
+            lines.append(f"  {cut}shortened to fit {max_length}: {len(stats.shortened_ids)}")
     return "\n".join(lines)
 
 
@@ -64,6 +82,13 @@ def check(args: argparse.Namespace) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    few_shot = None
+    if args.few_shot:
+        pool = load_items(args.few_shot_from, args.max_choices) if args.few_shot_from else None
+        if pool is None:
+            print("check --few-shot needs --few-shot-from FILE (the pool: data.few_shot_path or the train file)")
+            return 2
+        few_shot = (args.few_shot, pool, args.few_shot_selection)
     failed = False
     for path in args.paths:
         try:
@@ -73,7 +98,7 @@ def check(args: argparse.Namespace) -> int:
             failed = True
             continue
         try:
-            print(summarize(path, items, tokenizer, args.template, args.max_length, args.max_choices))
+            print(summarize(path, items, tokenizer, args.template, args.max_length, args.max_choices, few_shot))
             if args.corrections:
                 print("\n".join(correction_lines(items, args.corrections)))
             elsewhere = answers_elsewhere(items) if not args.answer_column else None
@@ -193,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-length", type=int, default=None, help="shorten to this many tokens; fail on items that cannot fit"
     )
     check_parser.add_argument("--max-choices", type=int, default=DEFAULT_MAX_CHOICES)
+    check_parser.add_argument("--few-shot", type=int, default=0, metavar="K", help="count K examples in each prompt")
+    check_parser.add_argument("--few-shot-from", type=Path, help="the examples' pool (data.few_shot_path or train)")
+    check_parser.add_argument("--few-shot-selection", choices=["random", "bm25"], default="random")
     check_parser.add_argument("--answer-column", help="read answers from this column (e.g. answer_true)")
     check_parser.add_argument("--corrections", type=Path, help="a corrections CSV: report each fix it applies")
     check_parser.set_defaults(run=check)
