@@ -290,7 +290,8 @@ def record(args, name: str, phase: str, values: dict[str, Accuracy], train: str,
         [
             f"{Path(args.model).name} {args.quantization} {args.template} r{args.lora_r}"
             f"{f' top{args.lora_top_layers}' if args.lora_top_layers else ''} lr{args.learning_rate:g} "
-            f"{args.loss_over}{' balanced-train' if args.balance_train else ''}",
+            f"{args.loss_over}{' balanced-train' if args.balance_train else ''}"
+            f"{f', few-shot {args.few_shot} {args.few_shot_selection}' if args.few_shot else ''}",
             f"{name}, {values['cyclic'].total} items <= {args.max_tokens} tok",
             phase,
             *(
