@@ -158,3 +158,29 @@ def test_check_counts_the_examples_in_each_prompt_and_what_max_length_would_cut(
     cut = re.search(r"examples dropped or paragraph shortened to fit \d+: (\d+)", capsys.readouterr().out)
     assert cut and int(cut.group(1)) == 4
     assert data_main([*common, "--few-shot", "2"]) == 2  # no pool named
+
+
+def test_dense_examples_are_the_pool_items_nearest_by_the_encoders_embeddings(tmp_path):
+    from .test_retrieval import build_tiny_encoder
+
+    items = real_items()
+    item, pool = items[0], items[1:]
+    # Nearly the item's own text, but another paragraph group (its last words cut): eligible, and the nearest.
+    near = replace(pool[5], id="near", paragraph=item.paragraph[:-10], question=item.question + " 다른")
+    encoder = build_tiny_encoder(tmp_path, [f"{i.paragraph} {i.question}" for i in items])
+    (chosen,) = with_examples([item], [*pool, near], 2, "dense", seed=0, encoder=str(encoder))
+    assert example_ids(chosen)[0] == "near" and item.id not in example_ids(chosen)
+    with pytest.raises(ValueError, match="few_shot_encoder"):
+        with_examples([item], pool, 2, "dense", seed=0)
+
+
+def test_dense_selection_without_an_encoder_fails_before_the_model_loads(tiny_model_dir, tmp_path):
+    from suneung_lit.data.records import DataValidationError
+
+    write_items(make_items(3, seed=12, prefix="p"), tmp_path / "predict.csv")
+    datamodule = MultipleChoiceDataModule(
+        str(tiny_model_dir), predict_path=str(tmp_path / "predict.csv"), train_path=str(tmp_path / "predict.csv"),
+        few_shot=2, few_shot_selection="dense",
+    )  # fmt: skip
+    with pytest.raises(DataValidationError, match="data.few_shot_encoder"):
+        datamodule.check_inputs("predict")

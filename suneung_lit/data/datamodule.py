@@ -100,9 +100,11 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             template); 0: none. Never the item itself, an item of its paragraph group, or a validation, test or
             predict item; deterministic for ``seed``. Too long a prompt drops examples (the last first) before its
             paragraph is shortened. Each item's examples are written to ``few_shot.csv`` beside the predictions.
-        few_shot_selection: ``random`` (per item, seeded by ``seed`` and its id) or ``bm25`` (the most similar
-            paragraphs and questions of the pool, by the retrieval module's Kiwi analyser).
+        few_shot_selection: ``random`` (per item, seeded by ``seed`` and its id), ``bm25`` (the most similar
+            paragraphs and questions of the pool, by the retrieval module's Kiwi analyser) or ``dense`` (the
+            nearest by cosine similarity of ``few_shot_encoder``'s embeddings).
         few_shot_path: the pool of examples (a file of labelled items); null: the training file.
+        few_shot_encoder: a local sentence-transformers folder, for ``few_shot_selection: dense``.
     """
 
     def __init__(
@@ -139,6 +141,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         few_shot: int = 0,
         few_shot_selection: FewShotSelection = "random",
         few_shot_path: str | None = None,
+        few_shot_encoder: str | None = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -148,6 +151,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         self.chat_template = chat_template
         self.enable_thinking = enable_thinking
         self.few_shot, self.few_shot_selection, self.few_shot_path = few_shot, few_shot_selection, few_shot_path
+        self.few_shot_encoder = few_shot_encoder
         self.few_shot_ids: dict[str, dict[str, list[str]]] = {}  # split -> item id -> its examples' ids
         self._few_shot_pool: list[Item] | None = None
         self.max_length = max_length
@@ -201,6 +205,10 @@ class MultipleChoiceDataModule(L.LightningDataModule):
         if problems:
             raise DataValidationError(problems)
         load_template(self.template_name)
+        if self.few_shot and self.few_shot_selection == "dense" and not self.few_shot_encoder:
+            raise DataValidationError(
+                [Problem("<config>", None, None, "data.few_shot_encoder", "few_shot_selection dense needs an encoder")]
+            )
         if self.chat_template not in (None, "plain") and not Path(self.chat_template).is_file():
             raise DataValidationError(
                 [Problem(str(self.chat_template), None, None, "data.chat_template", "not 'plain' nor a Jinja file")]
@@ -269,7 +277,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                 )
             scored = {item.id for split in ("val", "test", "predict") for item in self.items.get(split, [])}
             self._few_shot_pool = [item for item in pool if item.id not in scored]
-        return with_examples(items, self._few_shot_pool, self.few_shot, self.few_shot_selection, self.seed)
+        chosen = (self.few_shot, self.few_shot_selection, self.seed)
+        return with_examples(items, self._few_shot_pool, *chosen, encoder=self.few_shot_encoder)
 
     def _labelled_items(self, with_train: bool = True) -> tuple[list[Item], list[Item]]:
         """Train and validation items after cleaning; validation carved out of train when no val_path is set."""

@@ -7,7 +7,8 @@ board, and the 2025 runner-up put three retrieved train items in every prompt. R
   give the answer away;
 - never a validation, test or predict item (the caller leaves them out of the pool);
 - deterministic for a seed; ``random`` draws per item from a generator seeded by the seed and the item's id, ``bm25``
-  ranks the pool by BM25 over the paragraph and question (the retrieval module's analysers) and takes the best K.
+  ranks the pool by BM25 over the paragraph and question (the retrieval module's analysers), ``dense`` by cosine
+  similarity of a local sentence-transformers encoder's embeddings; both take the best K eligible.
 
 The chosen examples travel in the item's metadata (``FEW_SHOT_KEY``, as JSON), so they are part of the tokenization
 cache's fingerprint, ride along with shifted copies (debiasing) and shared prefixes, and are rendered by the prompt
@@ -26,18 +27,34 @@ from typing import Literal
 from suneung_lit.data.records import Item
 from suneung_lit.data.splitting import paragraph_key
 
-FewShotSelection = Literal["random", "bm25"]
+FewShotSelection = Literal["random", "bm25", "dense"]
 FEW_SHOT_KEY = "few_shot_examples"
-# BM25 candidates fetched per example asked for: the item's own group and too-similar duplicates are filtered after.
-BM25_OVERFETCH = 8
+# Ranked candidates fetched per example asked for: the item's own paragraph group is filtered out after ranking.
+OVERFETCH = 8
 
 
 def with_examples(
-    items: Sequence[Item], pool: Sequence[Item], k: int, selection: FewShotSelection, seed: int, analyzer: str = "kiwi"
+    items: Sequence[Item],
+    pool: Sequence[Item],
+    k: int,
+    selection: FewShotSelection,
+    seed: int,
+    analyzer: str = "kiwi",
+    encoder: str | None = None,
 ) -> list[Item]:
-    """``items`` with ``k`` examples each from ``pool`` (labelled items only), as chosen by ``selection``."""
+    """``items`` with ``k`` examples each from ``pool`` (labelled items only), as chosen by ``selection``
+    (``encoder``: the sentence-transformers folder ``dense`` embeds with)."""
     pool = [example for example in pool if example.answer is not None]
-    chosen = _bm25(items, pool, k, analyzer) if selection == "bm25" else _random(items, pool, k, seed)
+    if selection == "random":
+        chosen = _random(items, pool, k, seed)
+    else:
+        fetch = min(len(pool), max(k * OVERFETCH, k + 1))
+        rows = (
+            _bm25_rows(items, pool, fetch, analyzer)
+            if selection == "bm25"
+            else _dense_rows(items, pool, fetch, encoder)
+        )
+        chosen = [_best_eligible(item, pool, ranked, k) for item, ranked in zip(items, rows, strict=True)]
     return [_attached(item, examples) for item, examples in zip(items, chosen, strict=True)]
 
 
@@ -75,23 +92,35 @@ def _random(items: Sequence[Item], pool: Sequence[Item], k: int, seed: int) -> l
     return chosen
 
 
-def _bm25(items: Sequence[Item], pool: Sequence[Item], k: int, analyzer: str) -> list[list[Item]]:
+def _bm25_rows(items: Sequence[Item], pool: Sequence[Item], fetch: int, analyzer: str) -> list[list[int]]:
     import bm25s
 
     from suneung_lit.retrieval.index import analyse
 
     retriever = bm25s.BM25()
     retriever.index(analyse([_query(example) for example in pool], analyzer), show_progress=False)
-    fetch = min(len(pool), max(k * BM25_OVERFETCH, k + 1))
     rows, _ = retriever.retrieve(analyse([_query(item) for item in items], analyzer), k=fetch, show_progress=False)
-    chosen = []
-    for item, ranked in zip(items, rows, strict=True):
-        picked = [pool[int(row)] for row in ranked if _eligible(item, pool[int(row)])][:k]
-        if len(picked) < k:  # a query sharing few terms with the pool: fill up in pool order, deterministically
-            taken = {example.id for example in picked}
-            picked += [e for e in pool if _eligible(item, e) and e.id not in taken][: k - len(picked)]
-        chosen.append(picked)
-    return chosen
+    return [[int(row) for row in ranked] for ranked in rows]
+
+
+def _dense_rows(items: Sequence[Item], pool: Sequence[Item], fetch: int, encoder: str | None) -> list[list[int]]:
+    if not encoder:
+        raise ValueError("data.few_shot_selection dense needs data.few_shot_encoder, a sentence-transformers folder")
+    from suneung_lit.retrieval import dense
+
+    embeddings = dense.encode(encoder, [_query(example) for example in pool])
+    rows, _ = dense.top_k(embeddings, dense.encode(encoder, [_query(item) for item in items]), fetch)
+    return [[int(row) for row in ranked] for ranked in rows]
+
+
+def _best_eligible(item: Item, pool: Sequence[Item], ranked: Sequence[int], k: int) -> list[Item]:
+    """The first ``k`` eligible pool items in ``ranked`` order; too few ranked (a query sharing few terms with the
+    pool): filled up in pool order, deterministically."""
+    picked = [pool[row] for row in ranked if _eligible(item, pool[row])][:k]
+    if len(picked) < k:
+        taken = {example.id for example in picked}
+        picked += [e for e in pool if _eligible(item, e) and e.id not in taken][: k - len(picked)]
+    return picked
 
 
 def _query(item: Item) -> str:
