@@ -30,6 +30,14 @@ def item_score(item: Item) -> float | None:
     return value
 
 
+def score_or_zero(item: Item | None) -> float:
+    """The item's points, 0 where it has none or they cannot be read (the data module names those before encoding)."""
+    try:
+        return (item_score(item) or 0.0) if item is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
 def score_problems(items: list[Item], path: str) -> list[Problem]:
     """Each item whose ``score`` cannot be read as points, named by file, id and column."""
     problems = []

@@ -15,7 +15,7 @@ from suneung_lit.data.records import Item
 from suneung_lit.data.tokenization import group_of
 from suneung_lit.ensemble import EnsembleInputError, read_probabilities
 from suneung_lit.evaluation import accuracy, best_constant
-from suneung_lit.exam import ExamPoints, item_score
+from suneung_lit.exam import ExamPoints, score_or_zero
 
 NO_SOURCE = "(no source column)"
 
@@ -181,7 +181,7 @@ def points_table(runs: Sequence[Run], items: Mapping[str, Item]) -> pd.DataFrame
     rows = []
     for run in runs:
         frame = run.frame()
-        scores = [_score(items.get(i)) for i in frame["id"]]
+        scores = [score_or_zero(items.get(i)) for i in frame["id"]]
         sources = sorted({source_of(items[i]) for i, score in zip(frame["id"], scores, strict=True) if score})
         if not sources:
             continue
@@ -205,13 +205,6 @@ def points_table(runs: Sequence[Run], items: Mapping[str, Item]) -> pd.DataFrame
                 }
             )
     return pd.DataFrame(rows, columns=["run", "source", "points", "full marks", "best constant", "constant answers"])
-
-
-def _score(item: Item | None) -> float:
-    try:
-        return (item_score(item) or 0.0) if item is not None else 0.0
-    except ValueError:
-        return 0.0
 
 
 def accuracy_by_position(run: Run) -> pd.DataFrame:

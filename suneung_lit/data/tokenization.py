@@ -23,6 +23,7 @@ import datasets
 from suneung_lit.data.few_shot import without_last_example
 from suneung_lit.data.prompts import PromptTemplate, render_chat, render_prompt
 from suneung_lit.data.records import DataValidationError, Item, Problem
+from suneung_lit.exam import score_or_zero
 
 IGNORE_INDEX = -100
 ENCODING_VERSION = "3"  # bump when the encoding logic changes, so stale caches are not reused
@@ -202,7 +203,7 @@ def encode_items(
             "answer": [item.answer - 1 if item.answer is not None else -1 for item in items],
             "label": [options[item.answer - 1] if item.answer is not None else IGNORE_INDEX for item in items],
             "group": [group_of(item) for item in items],
-            "score": [_score_or_zero(item) for item in items],
+            "score": [score_or_zero(item) for item in items],
         }
     )
     if num_proc is None:
@@ -229,12 +230,3 @@ def encode_items(
 def encoding_stats(dataset: datasets.Dataset) -> EncodingStats:
     shortened = [i for i, flag in zip(dataset["id"], dataset["shortened"], strict=True) if flag]
     return EncodingStats(len(dataset), tuple(shortened), tuple(dataset["prompt_length"]))
-
-
-def _score_or_zero(item) -> float:
-    from suneung_lit.exam import item_score
-
-    try:
-        return item_score(item) or 0.0
-    except ValueError:  # the data module names such items before encoding; unreadable points count as none here
-        return 0.0
