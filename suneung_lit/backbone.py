@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -175,6 +176,39 @@ def add_lora(model: torch.nn.Module, settings: LoraSettings, gradient_checkpoint
     # from_pretrained returns eval mode, and Lightning keeps a module's mode: without this, LoRA dropout would
     # stay off for the whole of training.
     return get_peft_model(model, lora).train()
+
+
+def load_adapter_weights(model: torch.nn.Module, folder: str | Path, settings: LoraSettings) -> int:
+    """Copy a saved LoRA adapter's weights (peft's ``save_pretrained`` layout) into ``model``'s fresh adapters, so
+    training starts from them; refuses, naming the folder, an adapter of another rank, scaling or target set, or
+    one whose tensors do not all find a place in this model. Returns how many tensors were loaded."""
+    from peft import PeftConfig, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"model.init_adapter {folder}: no adapter_config.json there (give the folder that "
+                                "adapter_export or peft's save_pretrained wrote)")  # fmt: skip
+    saved = PeftConfig.from_pretrained(str(folder))
+    wanted = {"r": settings.r, "alpha": settings.alpha, "target_modules": sorted(settings.target_modules)}
+    found = {"r": saved.r, "alpha": saved.lora_alpha, "target_modules": sorted(saved.target_modules or [])}
+    different = {key: (found[key], wanted[key]) for key in wanted if found[key] != wanted[key]}
+    if different:
+        described = ", ".join(f"lora.{k} {found_} there, {want} here" for k, (found_, want) in different.items())
+        raise ValueError(f"model.init_adapter {folder}: {described}; set model.lora to the adapter's settings")
+    weights = load_peft_weights(str(folder), device="cpu")
+    try:
+        result = set_peft_model_state_dict(model, weights)
+    except RuntimeError as err:  # a tensor of another shape (another base model)
+        raise ValueError(f"model.init_adapter {folder}: does not fit {type(model.base_model.model).__name__} "
+                         f"({str(err).splitlines()[0]})") from err  # fmt: skip
+    unset = [key for key in result.missing_keys if "lora_" in key]
+    if result.unexpected_keys or unset:
+        example = (result.unexpected_keys or unset)[0]
+        raise ValueError(f"model.init_adapter {folder}: {len(result.unexpected_keys)} of its tensors have no place in "
+                         f"this model and {len(unset)} adapters here have none there, e.g. {example} (another base "
+                         "model, or another lora.top_layers?)")  # fmt: skip
+    return len(weights)
 
 
 def top_layer_indices(model: torch.nn.Module, top_layers: int | None) -> list[int] | None:

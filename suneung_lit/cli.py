@@ -1,4 +1,5 @@
-"""The command line: ``python -m suneung_lit fit|validate|test|predict --config configs/NAME.yaml``.
+"""The command line: ``python -m suneung_lit fit|validate|test|predict --config configs/NAME.yaml``; ``sweep``
+(``suneung_lit.sweep``) and ``pretrain`` (``suneung_lit.pretraining``) dispatch to their own modules.
 
 Only wiring lives here: argument links, default callbacks, and resolving a bare config name to the configs shipped
 inside the package (``suneung_lit/configs``). Every YAML key maps to a constructor argument of the module, data
@@ -7,6 +8,7 @@ module, trainer or callbacks.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
@@ -26,6 +28,7 @@ BUNDLED_CONFIGS = Path(__file__).resolve().parent / "configs"
 # Data keys whose relative paths in a bundled config may name a file shipped beside it (the demo's sample data,
 # the reviewed corrections), so a bundled config runs from any folder.
 BUNDLED_DATA_KEYS = ("train_path", "val_path", "test_path", "predict_path", "corrections_path")
+BUNDLED_DATA_LIST_KEYS = ("corpus_paths", "items_paths", "exclude_paths")  # the language-model stage's
 
 
 class AdapterExport(L.Callback):
@@ -95,6 +98,20 @@ class SuneungCLI(LightningCLI):
         # Fail on bad data paths, template names or unwritable outputs before a multi-gigabyte model is loaded.
         # The files' contents are validated in the data module's setup, which Lightning also runs before
         # configure_model loads the model.
+        self._check_data(config)
+        outputs = {
+            "fit": [
+                ("checkpoint.dirpath", config["checkpoint"]["dirpath"]),
+                ("adapter_export.output_dir", config["adapter_export"]["output_dir"]),
+            ],
+            "predict": [("prediction_writer.output_dir", config["prediction_writer"]["output_dir"])],
+        }.get(self.subcommand, [])
+        for key, folder in outputs:
+            if folder:
+                check_writable(key, Path(folder))
+
+    def _check_data(self, config) -> None:
+        """The data paths and template names of ``config`` (nothing is loaded or written)."""
         datamodule = config["data"]
         paths = {k: datamodule.get(k) for k in ("train_path", "val_path", "test_path", "predict_path")}
         probe = MultipleChoiceDataModule(
@@ -106,16 +123,6 @@ class SuneungCLI(LightningCLI):
             prefix_reuse=datamodule["prefix_reuse"],
         )
         probe.check_inputs(self.subcommand)
-        outputs = {
-            "fit": [
-                ("checkpoint.dirpath", config["checkpoint"]["dirpath"]),
-                ("adapter_export.output_dir", config["adapter_export"]["output_dir"]),
-            ],
-            "predict": [("prediction_writer.output_dir", config["prediction_writer"]["output_dir"])],
-        }.get(self.subcommand, [])
-        for key, folder in outputs:
-            if folder:
-                check_writable(key, Path(folder))
         if config["model"]["base"]["quantization"] != "none" and str(config["trainer"].get("accelerator")) == "mps":
             raise ValueError("bitsandbytes quantization does not run on Apple MPS; set model.base.quantization: none")
 
@@ -195,10 +202,32 @@ def _bundled_data_overrides(config: str) -> list[str]:
             print(f"{path.name}: data.{key} {value} is not in this folder; using the copy shipped with the package, "
                   f"{shipped}", file=sys.stderr)  # fmt: skip
             overrides += [f"--data.{key}", str(shipped)]
+    for key in BUNDLED_DATA_LIST_KEYS:
+        values = data.get(key) or []
+        shipped = [_shipped_or_given(value) for value in values]
+        if shipped != values:
+            print(f"{path.name}: data.{key} {values}: using the copies shipped with the package for files not in this "
+                  f"folder, {shipped}", file=sys.stderr)  # fmt: skip
+            overrides += [f"--data.{key}", json.dumps(shipped, ensure_ascii=False)]
     return overrides
 
 
+def _shipped_or_given(value: str) -> str:
+    if Path(value).is_absolute() or Path(value).exists():
+        return value
+    return str(BUNDLED_CONFIGS / value) if (BUNDLED_CONFIGS / value).exists() else value
+
+
 def main(argv: list[str] | None = None) -> None:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["sweep"]:
+        from suneung_lit.sweep import main as sweep
+
+        sys.exit(sweep(given[1:]))
+    if given[:1] == ["pretrain"]:
+        from suneung_lit.pretraining.cli import main as pretrain
+
+        return pretrain(given[1:])
     if argv is None:
         sys.argv[1:] = resolve_config_args(sys.argv[1:])
         build_cli(None)
@@ -206,21 +235,31 @@ def main(argv: list[str] | None = None) -> None:
         build_cli(resolve_config_args(argv))
 
 
-def build_cli(args: list[str] | None, run: bool = True) -> SuneungCLI:
+def build_cli(
+    args: list[str] | None,
+    run: bool = True,
+    callbacks: list[L.Callback] | None = None,
+    cli_class: type[SuneungCLI] | None = None,
+    exit_on_error: bool = True,
+) -> SuneungCLI:
     """The package's LightningCLI on ``args`` (None: the command line). ``run=False`` parses a config without a
-    subcommand and returns the instantiated model, data module and trainer, `auto` dtypes resolved, for scripts."""
+    subcommand and returns the instantiated model, data module and trainer, `auto` dtypes resolved, for scripts.
+    ``callbacks`` join the trainer's default ones (a sweep's trial reporter); ``exit_on_error=False`` raises
+    jsonargparse's ``ArgumentError`` instead of exiting, for callers that report it themselves."""
     # Our batch sampler returns every index for prediction; Lightning cannot know that and warns on each run.
     warnings.filterwarnings("ignore", message="You are using a custom batch sampler")
-    return SuneungCLI(
+    parser_kwargs = {} if exit_on_error else {"exit_on_error": False, "fit": {"exit_on_error": False}}
+    return (cli_class or SuneungCLI)(
         QLoRAMultipleChoice,
         MultipleChoiceDataModule,
         seed_everything_default=42,
         trainer_defaults={
-            "callbacks": [LearningRateMonitor(logging_interval="step"), EpochProgressBar()],
+            "callbacks": [LearningRateMonitor(logging_interval="step"), EpochProgressBar(), *(callbacks or [])],
             # The data module shards batches per rank itself (see ResumableBatchSampler).
             "use_distributed_sampler": False,
         },
         save_config_kwargs={"overwrite": True},
+        parser_kwargs=parser_kwargs,
         args=args,
         run=run,
     )

@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any, Literal, TypeVar
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
@@ -19,23 +18,20 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from suneung_lit import checkpoints
+from suneung_lit.adapter_training import AdapterTraining
 from suneung_lit.answering import Answerer, ItemAnswers, Stage, build_answerer
 from suneung_lit.backbone import (
     BaseSettings,
     LoraSettings,
-    add_lora,
     cast_unquantized,
     check_trainable,
-    load_base_model,
-    quantize_dynamic_int8,
 )
 from suneung_lit.data.records import DEFAULT_MAX_CHOICES
 from suneung_lit.data.shifting import DebiasChoice
 from suneung_lit.data.tokenization import option_token_ids
 from suneung_lit.debias import PositionOffsets
 from suneung_lit.metrics import SourceReport
-from suneung_lit.optimization import OptimizationSettings, build_optimizer, warmup_cosine
+from suneung_lit.optimization import OptimizationSettings
 from suneung_lit.prefix_reuse import PrefixLayout
 from suneung_lit.reasoning.rationale import rationale_loss
 from suneung_lit.scoring import batch_option_scores
@@ -48,7 +44,7 @@ def as_settings(cls: type[Settings], value: Settings | Mapping[str, Any]) -> Set
     return value if isinstance(value, cls) else cls(**value)
 
 
-class QLoRAMultipleChoice(L.LightningModule):
+class QLoRAMultipleChoice(AdapterTraining):
     """Fine-tunes LoRA adapters on a 4-bit causal LM to put the answer digit after a multiple-choice prompt.
 
     Args:
@@ -76,6 +72,9 @@ class QLoRAMultipleChoice(L.LightningModule):
             scored (``suneung_lit.prefix_reuse``): ``cached`` runs the prefixes and then the suffixes from their
             key/value cache; ``packed`` runs each prefix with all its suffixes in one pass under a 4D mask
             (attention ``sdpa`` or ``eager``, no sliding-window layers). Both give the plain probabilities.
+        init_adapter: a LoRA adapter folder (``adapter_export`` or peft's ``save_pretrained``, e.g. the output of
+            ``python -m suneung_lit pretrain``) whose weights the adapters start from; its rank and targets must
+            equal ``lora``'s. Null: freshly initialised adapters.
     """
 
     def __init__(
@@ -92,6 +91,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         max_new_tokens: int = 256,
         inference_in_compute_dtype: bool = True,
         prefix_layout: PrefixLayout = "cached",
+        init_adapter: str | None = None,
     ):
         super().__init__()
         self.base, self.lora = as_settings(BaseSettings, base), as_settings(LoraSettings, lora)
@@ -110,17 +110,7 @@ class QLoRAMultipleChoice(L.LightningModule):
         self.answerer: Answerer | None = None
         self._cast_for_inference = False
 
-    # ---- model ---------------------------------------------------------------------------------------------------
-
-    def configure_model(self) -> None:
-        """Loads the base model once per process, on the strategy's device, and wraps it with LoRA."""
-        if self.model is not None:
-            return
-        device = self.trainer.strategy.root_device if self._trainer is not None else None
-        base = load_base_model(self.hparams.model_name_or_path, device, self.base)
-        self.model = add_lora(base, self.lora, self.hparams.gradient_checkpointing)
-        if self.base.quantization == "dynamic_int8":
-            quantize_dynamic_int8(self.model, self.base.torch_compute_dtype)
+    # ---- model: loaded and wrapped with LoRA by ``AdapterTraining.configure_model`` -------------------------------
 
     def setup(self, stage: str) -> None:
         """Option token ids, the answerer and the data sources, from the data module's tokenizer and template."""
@@ -144,27 +134,13 @@ class QLoRAMultipleChoice(L.LightningModule):
     # ---- checkpoints hold the adapter only (``suneung_lit.checkpoints``) -------------------------------------------
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["base_model"] = checkpoints.base_model_fingerprint(self.model, self.hparams.model_name_or_path)
+        super().on_save_checkpoint(checkpoint)
         if self.position_offsets:
             checkpoint["position_offsets"] = self.position_offsets.state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.position_offsets.fitted = PositionOffsets.from_state(checkpoint.get("position_offsets", {})).fitted
-        if checkpoint.get("base_model") is not None:
-            self.configure_model()
-            current = checkpoints.base_model_fingerprint(self.model, self.hparams.model_name_or_path)
-            checkpoints.check_same_base(checkpoint["base_model"], current)
-
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
-        """Only trainable (LoRA) weights: a 32B run checkpoints in megabytes, not the frozen base."""
-        return checkpoints.trainable_state(self, kwargs.get("prefix", args[1] if len(args) > 1 else ""))
-
-    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
-        """Load adapter weights, refusing checkpoints made for another base model or LoRA shape."""
-        self.configure_model()
-        described = f"{self.hparams.model_name_or_path}, LoRA r={self.lora.r}, targets={list(self.lora.target_modules)}"
-        checkpoints.load_trainable_state(self, state_dict, described)
-        return torch.nn.modules.module._IncompatibleKeys([], [])
+        super().on_load_checkpoint(checkpoint)
 
     # ---- training ------------------------------------------------------------------------------------------------
 
@@ -188,13 +164,6 @@ class QLoRAMultipleChoice(L.LightningModule):
 
     def on_fit_start(self) -> None:
         check_trainable(self.base.quantization, self._cast_for_inference)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        optimization = self.optimization
-        optimizer = build_optimizer([p for p in self.parameters() if p.requires_grad], optimization)
-        total = optimization.scheduler_total_steps or int(self.trainer.estimated_stepping_batches)
-        scheduler = warmup_cosine(optimizer, optimization.warmup_ratio, total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- validate, test, predict: every batch through ``self.answerer`` --------------------------------------------
 

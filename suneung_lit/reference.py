@@ -45,6 +45,14 @@ def sections() -> list[tuple[str, type]]:
     ]
 
 
+def pretrain_sections() -> list[tuple[str, type]]:
+    """The sections of a ``python -m suneung_lit pretrain`` config (the language-model stage)."""
+    from suneung_lit.pretraining.datamodule import TextCorpusDataModule
+    from suneung_lit.pretraining.module import CausalLMPretraining
+
+    return [("model", CausalLMPretraining), ("data", TextCorpusDataModule)]
+
+
 def documented_args(cls: type) -> dict[str, str]:
     """The ``Args:`` section of ``cls``'s docstring: argument name -> description (continuation lines joined)."""
     doc = inspect.getdoc(cls) or ""
@@ -111,17 +119,19 @@ def keys(prefix: str, cls: type) -> Iterator[Key]:
 
 def undocumented() -> list[str]:
     """Keys whose class docstring does not describe them (the test suite keeps this empty)."""
-    return [key.name for prefix, cls in sections() for key in keys(prefix, cls) if not key.description]
+    every = sections() + pretrain_sections()
+    return [f"{cls.__name__}: {key.name}" for prefix, cls in every for key in keys(prefix, cls) if not key.description]
 
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown() -> str:
-    """The reference as Markdown: one table per section, headed by the class that takes those keys."""
+def markdown(chosen: list[tuple[str, type]] | None = None) -> str:
+    """The reference as Markdown: one table per section (default: the fine-tune's), headed by the class that takes
+    those keys."""
     parts = []
-    for prefix, cls in sections():
+    for prefix, cls in sections() if chosen is None else chosen:
         summary = (inspect.getdoc(cls) or "").split("\n\n")[0].replace("\n", " ")
         parts.append(f"### `{prefix}`\n\n`{cls.__module__}.{cls.__qualname__}`: {summary}\n")
         parts.append("| key | type | default | description |\n| --- | --- | --- | --- |")

@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import lightning as L
+import optuna
 import pytest
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -285,6 +286,81 @@ def test_training_page_draws_one_chart_per_logged_scalar(run_files):
 def test_training_page_explains_where_logs_come_from_when_there_are_none(run_files, tmp_path):
     page = app(run_files, "Training", log_root=str(tmp_path))
     assert not page.exception and "No TensorBoard event files" in page.info[0].value
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sweep_results(tmp_path_factory) -> Path:
+    """A results.csv as ``sweep`` writes it from an Optuna study: six trials over a model and a learning rate (values
+    told to the study here; the fits behind such a table are tests/test_sweep.py's), one pruned, one failed."""
+    from suneung_lit import sweep
+
+    folder = tmp_path_factory.mktemp("sweep")
+    space_file = folder / "space.yaml"
+    space_file.write_text(
+        "model.model_name_or_path: [small, large]\nmodel.optimization.learning_rate: [0.001, 0.004]\n"
+    )
+    space = sweep.load_space(space_file)
+    study = optuna.create_study(direction="maximize")
+    grid = [(size, rate) for size in ("small", "large") for rate in (0.001, 0.004)]
+    for size, rate in [*grid, ("small", 0.004), ("large", 0.001)]:  # the last two: pruned and failed
+        study.enqueue_trial({"model.model_name_or_path": size, "model.optimization.learning_rate": rate})
+    for number in range(6):
+        trial = study.ask()
+        params = sweep.suggest(trial, space)
+        if number == 4:
+            trial.set_user_attr("val_acc", 0.3)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        if number == 5:
+            trial.set_user_attr("error", "OutOfMemoryError: CUDA out of memory")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        value = (0.6 if params["model.model_name_or_path"] == "large" else 0.4) + params[
+            "model.optimization.learning_rate"
+        ]
+        for key, attr in (("val_acc_low", value - 0.1), ("val_acc_high", value + 0.1), ("best_constant", 0.25),
+                          ("items", 40), ("steps", 10), ("seconds", 1.5), ("dir", f"trial-{number}")):  # fmt: skip
+            trial.set_user_attr(key, attr)
+        study.tell(trial, value)
+    path = folder / "results.csv"
+    sweep.write_results(path, sweep.results_rows(study, space), space)
+    return path
+
+
+def test_a_sweep_table_reads_back_with_its_parameters_and_summarises_each_value(sweep_results):
+    frame = analysis.read_sweep(sweep_results)
+    assert len(frame) == 6 and list(frame["state"]).count("complete") == 4
+    assert analysis.sweep_parameters(frame) == ["model.model_name_or_path", "model.optimization.learning_rate"]
+    effect = analysis.parameter_effect(frame, "model.model_name_or_path").set_index("model.model_name_or_path")
+    assert effect.loc["large", "trials"] == 2 and effect.loc["large", "best val_acc"] == pytest.approx(0.604)
+    assert effect.loc["small", "mean val_acc"] == pytest.approx(0.4025)
+    assert set(effect["best constant"]) == {0.25}
+
+
+def test_a_file_that_is_not_a_sweep_table_is_refused_naming_it(run_files):
+    with pytest.raises(analysis.SweepError, match="probabilities.csv: not a sweep's results.csv"):
+        analysis.read_sweep(run_files["plain"])
+
+
+def test_sweeps_page_draws_each_parameter_and_the_models_beside_the_best_constant(run_files, sweep_results):
+    page = app(run_files, "Sweeps", sweep_path=str(sweep_results))
+    assert not page.exception and not page.error
+    assert page.metric[0].value == "4 complete, 1 pruned, 1 failed"
+    assert "best: trial" in page.caption[0].value and "best constant 0.250" in page.caption[0].value
+    specs = [json.loads(chart.proto.spec) for chart in page.get("vega_lite_chart")]
+    titles = [spec.get("title") for spec in specs]
+    assert titles[1:] == ["model.model_name_or_path", "model.optimization.learning_rate"], "one chart per key"
+    assert "OutOfMemoryError" in page.dataframe[0].value["error"].tolist()[5]
+
+
+def test_sweeps_page_explains_what_to_give_and_names_a_bad_file(run_files, tmp_path):
+    page = app(run_files, "Sweeps", sweep_path="")
+    assert "results.csv" in page.info[0].value
+    page = app(run_files, "Sweeps", sweep_path=str(run_files["plain"]))
+    assert "not a sweep's results.csv" in page.error[0].value
 
 
 # --- launcher -------------------------------------------------------------------------------------------------

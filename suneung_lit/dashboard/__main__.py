@@ -1,4 +1,5 @@
-"""``python -m suneung_lit.dashboard [--port N] [--data FILE] [--runs CSV...] [--logs DIR] [--model DIR]``.
+"""``python -m suneung_lit.dashboard [--port N] [--data FILE] [--runs CSV...] [--logs DIR] [--model DIR]
+[--sweep CSV]``.
 
 Starts the Streamlit app headless (no browser is opened: on a GPU server, forward the port over SSH with
 ``ssh -L 8501:localhost:8501 server`` and open http://localhost:8501). Exits 2 when a given file is missing.
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=Path, nargs="+", default=[], help="probabilities.csv files with answers")
     parser.add_argument("--logs", type=Path, default=Path("lightning_logs"), help="TensorBoard log folder")
     parser.add_argument("--model", type=Path, help="a model folder whose tokenizer renders and counts prompts")
+    parser.add_argument("--sweep", type=Path, help="a sweep's results.csv (python -m suneung_lit sweep)")
     return parser
 
 
@@ -49,7 +51,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    missing = [str(p) for p in [args.data, *args.runs, args.model] if p is not None and not p.exists()]
+    missing = [str(p) for p in [args.data, *args.runs, args.model, args.sweep] if p is not None and not p.exists()]
     if missing:
         print(f"error: not found: {', '.join(missing)}", file=sys.stderr)
         return 2
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": [str(p) for p in args.runs],
         "logs": str(args.logs),
         "model": str(args.model) if args.model else None,
+        "sweep": str(args.sweep) if args.sweep else None,
     }
     env = {**os.environ, ARGS_VARIABLE: json.dumps(given)}
     if args.port == 0:

@@ -283,3 +283,49 @@ def training_scalars(log_root: str | Path) -> pd.DataFrame:
         for tag in set(accumulator.Tags()["scalars"]) - PLACEHOLDER_TAGS:
             rows.extend((run, tag, event.step, event.value) for event in accumulator.Scalars(tag))
     return pd.DataFrame(rows, columns=["run", "tag", "step", "value"])
+
+
+# --- sweeps ---------------------------------------------------------------------------------------------------
+
+# The columns of a sweep's results.csv around its parameters (``suneung_lit.sweep.write_results``).
+SWEEP_HEAD = ("trial", "state")
+SWEEP_TAIL = ("val_acc", "val_acc_low", "val_acc_high", "best_constant", "items", "steps", "seconds", "dir", "error")
+MODEL_KEY = "model.model_name_or_path"
+
+
+class SweepError(ValueError):
+    """A file that is not a sweep's results table."""
+
+
+def read_sweep(path: str | Path) -> pd.DataFrame:
+    """A sweep's ``results.csv``: one row per trial, its parameters between ``state`` and ``val_acc``."""
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise SweepError(f"{path}: cannot read a sweep's results ({err})") from err
+    columns = list(frame.columns)
+    missing = [c for c in (*SWEEP_HEAD, *SWEEP_TAIL) if c not in columns]
+    if missing or columns[:2] != list(SWEEP_HEAD):
+        raise SweepError(f"{path}: not a sweep's results.csv (missing {', '.join(missing) or 'trial, state first'})")
+    return frame
+
+
+def sweep_parameters(frame: pd.DataFrame) -> list[str]:
+    """The swept keys, in the search space's order."""
+    columns = list(frame.columns)
+    return columns[len(SWEEP_HEAD) : columns.index("val_acc")]
+
+
+def parameter_effect(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Per value of ``key``, over the complete trials: how many, the best and mean val/acc, and the best constant
+    predictor (the same validation items in every trial of a sweep that does not change the split)."""
+    done = frame[frame["state"] == "complete"]
+    grouped = done.groupby(key, sort=True)
+    return pd.DataFrame(
+        {
+            "trials": grouped.size(),
+            "best val_acc": grouped["val_acc"].max(),
+            "mean val_acc": grouped["val_acc"].mean(),
+            "best constant": grouped["best_constant"].max(),
+        }
+    ).reset_index()

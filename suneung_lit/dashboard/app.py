@@ -1,4 +1,4 @@
-"""The Streamlit app: three pages (Data, Runs, Training) laid out over suneung_lit.dashboard.analysis.
+"""The Streamlit app: four pages (Data, Runs, Training, Sweeps) laid out over suneung_lit.dashboard.analysis.
 
 Started by ``python -m suneung_lit.dashboard``, which passes its flags in SUNEUNG_LIT_DASHBOARD_ARGS (JSON); each
 setting is also a sidebar field, so a user can point the app at other files without restarting it. ``?page=Runs``
@@ -21,7 +21,7 @@ from suneung_lit.data.cleaning import clean
 from suneung_lit.data.prompts import available_templates, load_template, prompt_token_counts, render_prompt
 from suneung_lit.data.records import DataValidationError, Item, load_items
 
-PAGES = ("Data", "Runs", "Training")
+PAGES = ("Data", "Runs", "Training", "Sweeps")
 
 # Rows listed in the item picker: a selectbox of every row of a large file would be slow to render.
 MAX_PICKER_ROWS = 2000
@@ -70,6 +70,7 @@ def _defaults() -> None:
     st.session_state.setdefault("run_paths", "\n".join(given.get("runs") or []))
     st.session_state.setdefault("log_root", given.get("logs") or "lightning_logs")
     st.session_state.setdefault("model", given.get("model") or "")
+    st.session_state.setdefault("sweep_path", given.get("sweep") or "")
     st.session_state.setdefault("template", "base")
     page = st.query_params.get("page", "Data")
     st.session_state.setdefault("page", page if page in PAGES else "Data")
@@ -283,6 +284,62 @@ def training_page() -> None:
         st.altair_chart(chart.properties(height=220), width="stretch")
 
 
+def sweeps_page() -> None:
+    path = st.session_state.sweep_path.strip()
+    if not path:
+        st.info("Give a sweep's results.csv in the sidebar (python -m suneung_lit sweep writes it), or --sweep FILE")
+        return
+    try:
+        frame = analysis.read_sweep(path)
+    except analysis.SweepError as err:
+        st.error(str(err))
+        return
+    done = frame[frame["state"] == "complete"]
+    counts = frame["state"].value_counts()
+    st.metric("Trials", f"{counts.get('complete', 0)} complete, {counts.get('pruned', 0)} pruned, "
+              f"{counts.get('fail', 0)} failed")  # fmt: skip
+    st.dataframe(frame, hide_index=True, width="stretch")
+    if done.empty:
+        st.info("no complete trial yet")
+        return
+    best = done.loc[done["val_acc"].idxmax()]
+    interval = f"[{best['val_acc_low']:.3f}, {best['val_acc_high']:.3f}]"
+    st.caption(f"best: trial {best['trial']}, val/acc {best['val_acc']:.3f} {interval} on {best['items']} items, "
+               f"best constant {best['best_constant']:.3f}")  # fmt: skip
+    keys = analysis.sweep_parameters(frame)
+    if analysis.MODEL_KEY in keys:
+        st.subheader("Per model")
+        effect = analysis.parameter_effect(frame, analysis.MODEL_KEY)
+        bars = (
+            alt.Chart(effect)
+            .mark_bar()
+            .encode(
+                x=alt.X("best val_acc:Q", scale=alt.Scale(domain=[0, 1])),
+                y=alt.Y(f"{analysis.MODEL_KEY}:N", title="model"),
+            )
+        )
+        tick = (
+            alt.Chart(effect)
+            .mark_tick(color="red", thickness=2, size=20)
+            .encode(x="best constant:Q", y=f"{analysis.MODEL_KEY}:N")
+        )
+        st.altair_chart((bars + tick).properties(height=40 * len(effect) + 40), width="stretch")
+    st.subheader("val/acc against each parameter")
+    for key in keys:
+        numeric = pd.api.types.is_numeric_dtype(done[key])
+        axis = alt.X(f"{key}:{'Q' if numeric else 'N'}", title=key)
+        base = alt.Chart(done)
+        points = base.mark_point(filled=True, size=60).encode(
+            x=axis, y=alt.Y("val_acc:Q", scale=alt.Scale(domain=[0, 1])), tooltip=["trial", key, "val_acc"]
+        )
+        errors = base.mark_errorbar().encode(x=axis, y="val_acc_low:Q", y2="val_acc_high:Q")
+        constant = base.mark_tick(color="red", thickness=2).encode(x=axis, y="best_constant:Q")
+        st.altair_chart((points + errors + constant).properties(title=key, height=240), width="stretch")
+        st.dataframe(analysis.parameter_effect(frame, key), hide_index=True)
+    st.caption("points: complete trials with their 95% Wilson interval; red ticks: the best constant predictor on "
+               "the same validation items")  # fmt: skip
+
+
 def sidebar() -> None:
     st.sidebar.title("suneung-lit")
     st.sidebar.radio("Page", PAGES, key="page")
@@ -291,6 +348,7 @@ def sidebar() -> None:
     st.sidebar.selectbox("Template", available_templates(), key="template")
     st.sidebar.text_area("Runs (probabilities.csv, one per line)", key="run_paths")
     st.sidebar.text_input("TensorBoard log folder", key="log_root")
+    st.sidebar.text_input("Sweep results (results.csv)", key="sweep_path")
 
 
 def main() -> None:
@@ -298,7 +356,8 @@ def main() -> None:
     _defaults()
     sidebar()
     st.query_params["page"] = st.session_state.page
-    {"Data": data_page, "Runs": runs_page, "Training": training_page}[st.session_state.page]()
+    pages = {"Data": data_page, "Runs": runs_page, "Training": training_page, "Sweeps": sweeps_page}
+    pages[st.session_state.page]()
 
 
 main()

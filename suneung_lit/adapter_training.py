@@ -1,0 +1,80 @@
+"""What every training stage shares: the base loaded once per process with LoRA on it (optionally starting from a
+saved adapter), adapter-only checkpoints that refuse another base, and the optimizer with its schedule.
+
+The multiple-choice module (``suneung_lit.module``) and the language-model stage (``suneung_lit.pretraining``)
+both derive from :class:`AdapterTraining`; each keeps only its own steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+
+from suneung_lit import checkpoints
+from suneung_lit.backbone import (
+    BaseSettings,
+    LoraSettings,
+    add_lora,
+    load_adapter_weights,
+    load_base_model,
+    quantize_dynamic_int8,
+)
+from suneung_lit.optimization import OptimizationSettings, build_optimizer, warmup_cosine
+
+
+class AdapterTraining(L.LightningModule):
+    """A LightningModule whose trainable state is the LoRA adapter of ``self.model`` (set by ``configure_model``).
+
+    Subclasses set ``self.base``, ``self.lora`` and ``self.optimization`` and save ``model_name_or_path``,
+    ``gradient_checkpointing`` and ``init_adapter`` as hyperparameters.
+    """
+
+    base: BaseSettings
+    lora: LoraSettings
+    optimization: OptimizationSettings
+    model: torch.nn.Module | None
+
+    def configure_model(self) -> None:
+        """Loads the base model once per process, on the strategy's device, and wraps it with LoRA, whose weights
+        start from ``init_adapter`` when one is named (a checkpoint loaded afterwards still wins)."""
+        if self.model is not None:
+            return
+        hp = self.hparams
+        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        base = load_base_model(hp.model_name_or_path, device, self.base)
+        self.model = add_lora(base, self.lora, hp.gradient_checkpointing)
+        if hp.get("init_adapter"):
+            loaded = load_adapter_weights(self.model, hp.init_adapter, self.lora)
+            print(f"model.init_adapter: {loaded} LoRA tensors from {hp.init_adapter}")
+        if self.base.quantization == "dynamic_int8":
+            quantize_dynamic_int8(self.model, self.base.torch_compute_dtype)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["base_model"] = checkpoints.base_model_fingerprint(self.model, self.hparams.model_name_or_path)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("base_model") is not None:
+            self.configure_model()
+            current = checkpoints.base_model_fingerprint(self.model, self.hparams.model_name_or_path)
+            checkpoints.check_same_base(checkpoint["base_model"], current)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Only trainable (LoRA) weights: a 32B run checkpoints in megabytes, not the frozen base."""
+        return checkpoints.trainable_state(self, kwargs.get("prefix", args[1] if len(args) > 1 else ""))
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], strict: bool = True, assign: bool = False):
+        """Load adapter weights, refusing checkpoints made for another base model or LoRA shape."""
+        self.configure_model()
+        described = f"{self.hparams.model_name_or_path}, LoRA r={self.lora.r}, targets={list(self.lora.target_modules)}"
+        checkpoints.load_trainable_state(self, state_dict, described)
+        return torch.nn.modules.module._IncompatibleKeys([], [])
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimization = self.optimization
+        optimizer = build_optimizer([p for p in self.parameters() if p.requires_grad], optimization)
+        total = optimization.scheduler_total_steps or int(self.trainer.estimated_stepping_batches)
+        scheduler = warmup_cosine(optimizer, optimization.warmup_ratio, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
