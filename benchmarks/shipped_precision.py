@@ -8,6 +8,7 @@ Printed beside each: prompt tokens/s, the cost against float32, the largest prob
 that change against float32, accuracy beside the best constant predictor, and the CPU flags that decided ``auto``.
 
     python benchmarks/shipped_precision.py                       # qwen1.5b.yaml on data/klue (19 items)
+    python benchmarks/shipped_precision.py --limit 6 --repeats 1 # an AVX2-only CPU, where bf16 is emulated
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, alternated_timings, append_result, cpu_flags, set_threads  # noqa: E402
 
 from suneung_lit.cli import build_cli, resolve_config_args  # noqa: E402
-from suneung_lit.data.records import load_items  # noqa: E402
+from suneung_lit.data.records import load_items, write_items  # noqa: E402
 from suneung_lit.writer import PredictionCSVWriter  # noqa: E402
 
 FORCED = {
@@ -71,10 +72,15 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "artifacts" / "qwen2.5-coder-1.5b-instruct"))
     parser.add_argument("--data", default=str(ROOT / "data" / "klue" / "klue_reading.jsonl"))
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--limit", type=int, help="the first N items only (bf16 on an AVX2-only CPU is slow)")
     args = parser.parse_args()
     threads, flags = set_threads(), cpu_flags()
-    items = {item.id: item for item in load_items(args.data)}
     with tempfile.TemporaryDirectory() as folder:
+        if args.limit:
+            subset = Path(folder) / f"first{args.limit}_{Path(args.data).stem}.jsonl"
+            write_items(load_items(args.data)[: args.limit], subset)
+            args.data = str(subset)
+        items = {item.id: item for item in load_items(args.data)}
         clis = {
             name: variant(args, overrides, Path(folder) / str(i)) for i, (name, overrides) in enumerate(FORCED.items())
         }

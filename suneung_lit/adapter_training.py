@@ -46,7 +46,8 @@ class AdapterTraining(L.LightningModule):
         device = self.trainer.strategy.root_device if self._trainer is not None else None
         base = load_base_model(hp.model_name_or_path, device, self.base)
         self.model = add_lora(base, self.lora, hp.gradient_checkpointing)
-        if hp.get("init_adapter"):
+        # A checkpoint being restored carries its own adapter: the starting folder is neither needed nor read.
+        if hp.get("init_adapter") and not getattr(self, "_restoring", False):
             loaded = load_adapter_weights(self.model, hp.init_adapter, self.lora)
             print(f"model.init_adapter: {loaded} LoRA tensors from {hp.init_adapter}")
         if self.base.quantization == "dynamic_int8":
@@ -56,6 +57,7 @@ class AdapterTraining(L.LightningModule):
         checkpoint["base_model"] = checkpoints.base_model_fingerprint(self.model, self.hparams.model_name_or_path)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restoring = True
         if checkpoint.get("base_model") is not None:
             self.configure_model()
             current = checkpoints.base_model_fingerprint(self.model, self.hparams.model_name_or_path)

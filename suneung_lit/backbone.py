@@ -190,8 +190,10 @@ def load_adapter_weights(model: torch.nn.Module, folder: str | Path, settings: L
         raise FileNotFoundError(f"model.init_adapter {folder}: no adapter_config.json there (give the folder that "
                                 "adapter_export or peft's save_pretrained wrote)")  # fmt: skip
     saved = PeftConfig.from_pretrained(str(folder))
-    wanted = {"r": settings.r, "alpha": settings.alpha, "target_modules": sorted(settings.target_modules)}
-    found = {"r": saved.r, "alpha": saved.lora_alpha, "target_modules": sorted(saved.target_modules or [])}
+    wanted = {"r": settings.r, "alpha": settings.alpha, "target_modules": sorted(settings.target_modules),
+              "use_rslora": settings.use_rslora, "use_dora": settings.use_dora}  # fmt: skip
+    found = {"r": saved.r, "alpha": saved.lora_alpha, "target_modules": sorted(saved.target_modules or []),
+             "use_rslora": bool(saved.use_rslora), "use_dora": bool(saved.use_dora)}  # fmt: skip
     different = {key: (found[key], wanted[key]) for key in wanted if found[key] != wanted[key]}
     if different:
         described = ", ".join(f"lora.{k} {found_} there, {want} here" for k, (found_, want) in different.items())

@@ -250,8 +250,10 @@ def run_trial(config_args: list[str], params: Mapping[str, Any], folder: Path, t
 
     report = ReportToTrial(trial)
     args = ["fit", *resolve_config_args([*config_args, *override_args(params), *trial_output_args(folder)])]
-    cli = build_cli(args, callbacks=[report])
+    cli = None
     try:
+        # Fit runs here; a parse error raises (instead of exiting) so that the trial fails and the sweep goes on.
+        cli = build_cli(args, callbacks=[report], exit_on_error=False)
         trainer, datamodule = cli.trainer, cli.datamodule
         steps = trainer.global_step
         if report.pruned_at is not None:
@@ -264,7 +266,7 @@ def run_trial(config_args: list[str], params: Mapping[str, Any], folder: Path, t
         value = float(metrics["val/acc"])
         return TrialResult(value, len(items), round(value * len(items)), constant.value, steps, None)
     finally:
-        del cli
+        trainer = datamodule = cli = None  # drop every reference to the model before collecting
         gc.collect()
         _empty_cuda_cache()
 
@@ -329,7 +331,9 @@ def objective_for(config_args: list[str], space: Mapping[str, Parameter], output
     import optuna
 
     def objective(trial) -> float:
-        if trial.number >= budget:
+        # Trials are numbered across workers; a skipped one (below) takes a number but not a place in the budget.
+        earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
+        if sum(SKIPPED not in t.user_attrs for t in earlier) >= budget:
             # Another worker took the last trial of the budget: this one never runs and is left out of the table.
             trial.set_user_attr(SKIPPED, f"over the budget of {budget} trials")
             trial.study.stop()

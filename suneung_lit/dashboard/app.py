@@ -309,28 +309,26 @@ def sweeps_page() -> None:
     keys = analysis.sweep_parameters(frame)
     if analysis.MODEL_KEY in keys:
         st.subheader("Per model")
-        effect = analysis.parameter_effect(frame, analysis.MODEL_KEY)
+        # Vega-Lite reads a dot in a field name as nested access: the model column gets a plain name.
+        effect = analysis.parameter_effect(frame, analysis.MODEL_KEY).rename(columns={analysis.MODEL_KEY: "model"})
         bars = (
             alt.Chart(effect)
             .mark_bar()
             .encode(
                 x=alt.X("best val_acc:Q", scale=alt.Scale(domain=[0, 1])),
-                y=alt.Y(f"{analysis.MODEL_KEY}:N", title="model"),
+                y=alt.Y("model:N", title="model"),
             )
         )
-        tick = (
-            alt.Chart(effect)
-            .mark_tick(color="red", thickness=2, size=20)
-            .encode(x="best constant:Q", y=f"{analysis.MODEL_KEY}:N")
-        )
+        tick = alt.Chart(effect).mark_tick(color="red", thickness=2, size=20).encode(x="best constant:Q", y="model:N")
         st.altair_chart((bars + tick).properties(height=40 * len(effect) + 40), width="stretch")
     st.subheader("val/acc against each parameter")
     for key in keys:
         numeric = pd.api.types.is_numeric_dtype(done[key])
-        axis = alt.X(f"{key}:{'Q' if numeric else 'N'}", title=key)
+        field = key.replace(".", "\\.")  # Vega-Lite reads a dot as nested access: every swept key has dots
+        axis = alt.X(f"{field}:{'Q' if numeric else 'N'}", title=key)
         base = alt.Chart(done)
         points = base.mark_point(filled=True, size=60).encode(
-            x=axis, y=alt.Y("val_acc:Q", scale=alt.Scale(domain=[0, 1])), tooltip=["trial", key, "val_acc"]
+            x=axis, y=alt.Y("val_acc:Q", scale=alt.Scale(domain=[0, 1])), tooltip=["trial", field, "val_acc"]
         )
         errors = base.mark_errorbar().encode(x=axis, y="val_acc_low:Q", y2="val_acc_high:Q")
         constant = base.mark_tick(color="red", thickness=2).encode(x=axis, y="best_constant:Q")

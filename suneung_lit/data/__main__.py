@@ -1,4 +1,4 @@
-"""Data commands: ``python -m suneung_lit.data check|convert|augment|merge|overlap|split ...``.
+"""Data commands: ``python -m suneung_lit.data check|convert|augment|merge|overlap|split|generate ...``.
 
 ``check`` validates files and prints a summary; it exits 0 when every file is valid and 2 with the list of
 problems otherwise. The other commands write flat CSV files (atomically) and print what they did; each is a thin
@@ -262,7 +262,20 @@ def build_parser() -> argparse.ArgumentParser:
     split_parser.add_argument("--val-fraction", type=float, default=0.1)
     split_parser.add_argument("--seed", type=int, default=42)
     split_parser.set_defaults(run=split_command)
+
+    # The writer and judge are models; their code lives on the model side (suneung_lit.itemgen) and loads on use.
+    generate_parser = commands.add_parser("generate", help="a language model writes items from passages, filtered")
+    from suneung_lit.itemgen.run import add_arguments
+
+    add_arguments(generate_parser)
+    generate_parser.set_defaults(run=generate_command)
     return parser
+
+
+def generate_command(args: argparse.Namespace) -> int:
+    from suneung_lit.itemgen.run import command
+
+    return command(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ class CorpusError(ValueError):
 class Passage:
     text: str
     where: str  # "file:line" (or the file of a .txt passage), for messages
+    id: str = ""  # the record's `id` field when it has one, else the file's stem and line (or the .txt file's stem)
 
 
 def read_corpus(path: str | Path, text_field: str = "text") -> list[Passage]:
@@ -48,7 +49,9 @@ def read_corpus(path: str | Path, text_field: str = "text") -> list[Passage]:
 def paragraphs_of(path: str | Path) -> list[Passage]:
     """The paragraphs of a multiple-choice file (its items' 지문), each once, in file order."""
     items = load_items(path)
-    return [Passage(item.paragraph.strip(), f"{path}: item {item.id}") for item in unique_paragraph_items(items)]
+    return [
+        Passage(item.paragraph.strip(), f"{path}: item {item.id}", item.id) for item in unique_paragraph_items(items)
+    ]
 
 
 def unique_paragraph_items(items: Iterable[Item]) -> list[Item]:
@@ -117,12 +120,12 @@ def _decode(path: Path) -> str:
         raise CorpusError(f"{path}:{line}: not valid UTF-8 (byte {err.start}); save the file as UTF-8") from err
 
 
-def _checked(text: object, where: str, text_field: str) -> Passage:
+def _checked(text: object, where: str, text_field: str, passage_id: object) -> Passage:
     if not isinstance(text, str):
         raise CorpusError(f"{where}: {text_field!r} is {type(text).__name__}, not text")
     if not text.strip():
         raise CorpusError(f"{where}: {text_field!r} is empty")
-    return Passage(text.strip(), where)
+    return Passage(text.strip(), where, str(passage_id))
 
 
 def _jsonl(path: Path, text_field: str) -> list[Passage]:
@@ -137,7 +140,7 @@ def _jsonl(path: Path, text_field: str) -> list[Passage]:
             raise CorpusError(f"{where}: not a JSON object ({err.msg})") from err
         if not isinstance(record, dict) or text_field not in record:
             raise CorpusError(f"{where}: no {text_field!r} field (set data.text_field to the field that holds text)")
-        passages.append(_checked(record[text_field], where, text_field))
+        passages.append(_checked(record[text_field], where, text_field, record.get("id") or f"{path.stem}-{number}"))
     if not passages:
         raise CorpusError(f"{path}: empty corpus file")
     return passages
@@ -152,21 +155,23 @@ def _csv(path: Path, text_field: str) -> list[Passage]:
     passages = []
     for row in reader:
         # The line where the row ends: a quoted passage may span several lines.
-        passages.append(_checked(row[text_field], f"{path}:{reader.line_num}", text_field))
+        where = f"{path}:{reader.line_num}"
+        passages.append(_checked(row[text_field], where, text_field, row.get("id") or f"{path.stem}-{reader.line_num}"))
     if not passages:
         raise CorpusError(f"{path}: a header and no rows")
     return passages
 
 
-def _txt(path: Path) -> Passage:
+def _txt(path: Path, passage_id: str | None = None) -> Passage:
     text = _decode(path)
     if not text.strip():
         raise CorpusError(f"{path}: empty text file")
-    return Passage(text.strip(), str(path))
+    return Passage(text.strip(), str(path), passage_id or path.stem)
 
 
 def _text_folder(folder: Path) -> list[Passage]:
     files = sorted(p for p in folder.rglob("*.txt") if p.is_file())
     if not files:
         raise CorpusError(f"{folder}: a corpus folder needs .txt files; none found")
-    return [_txt(path) for path in files]
+    # Ids are paths inside the folder (a/1, b/1), so files of one name in two subfolders stay apart.
+    return [_txt(path, path.relative_to(folder).with_suffix("").as_posix()) for path in files]

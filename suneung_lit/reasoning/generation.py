@@ -34,7 +34,7 @@ def _closes_json(text: str) -> bool:
     return bool(json_objects(after_thinking(text)))
 
 
-class _StopAtJson:
+class StopAtJson:
     """Generation stopping criterion: a row is done once its prefix + text closes a JSON object."""
 
     def __init__(self, tokenizer, prompt_length: int, prefix: str):
@@ -59,7 +59,7 @@ def generate_answers(
     from transformers import StoppingCriteriaList
 
     prompt_length = input_ids.shape[1]
-    stop = StoppingCriteriaList([_StopAtJson(tokenizer, prompt_length, assistant_prefix)])
+    stop = StoppingCriteriaList([StopAtJson(tokenizer, prompt_length, assistant_prefix)])
     output = model.generate(
         input_ids=input_ids,
         attention_mask=attention_mask,

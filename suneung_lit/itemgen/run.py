@@ -1,0 +1,264 @@
+"""``python -m suneung_lit.data generate PASSAGES --model M --output DIR``: a language model writes one
+multiple-choice item per passage, and each item passes, in order, five filters:
+
+1. ``schema``: a JSON object with a question, exactly ``--num-choices`` distinct non-empty choices, an answer in
+   range (and a <보기> with ``--bogi``);
+2. ``validator``: a second prompt asks the judge whether the keyed answer follows from the passage, the question is
+   about it and the distractors are plausible; P(YES) against NO, read from the two tokens' logits, must reach
+   ``--validator-threshold``;
+3. ``answerable``: the judge, reading the passage, picks the keyed answer under at least ``--min-shifts-correct``
+   of the item's cyclic shifts (default: all of them);
+4. ``blind``: without the passage, the judge picks it under at most ``--blind-max`` of the shifts (a share), so the
+   item needs its passage;
+5. ``overlap``: no paragraph or question+choices near-duplicate of an item of ``--test`` (``data overlap``'s test).
+
+Every passage ends up in exactly one of ``items.jsonl`` (accepted, flat schema with ``source``, ``generated_by``
+and ``passage_id``) and ``rejects.jsonl`` (the filter that stopped it, why, and the writer's text). Both are
+appended a record at a time and flushed to disk, so a run killed at any point (kill -9 included) continues where it
+stopped when started again: passages already recorded are skipped and a half-written last line is dropped.
+``summary.json`` counts the outcome per filter and items per hour.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from suneung_lit.atomic_write import write_atomically
+from suneung_lit.data.matching import find_overlap
+from suneung_lit.data.records import Item, load_items
+from suneung_lit.itemgen.candidates import TEMPLATES, Rejected, parse_candidate, validator_prompt, writer_prompt
+from suneung_lit.pretraining.corpus import CorpusError, Passage, read_corpus
+
+FILTERS = ("schema", "validator", "answerable", "blind", "overlap")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The thresholds of the filters after ``schema`` (see the module docstring)."""
+
+    validator_threshold: float = 0.5
+    min_shifts_correct: int | None = None  # None: every shift
+    blind_max: float = 0.5
+    overlap_threshold: float = 0.8
+
+
+def judge(candidates: Sequence[Item], judge_model, filters: Filters, test_items: Sequence[Item] = ()) -> dict:
+    """Each candidate's fate, by id: ``None`` when it passes every filter, else ``Rejected``. A candidate stops at
+    the first filter it fails; later filters only score the survivors."""
+    fate: dict[str, Rejected | None] = {}
+    alive = list(candidates)
+    if alive:
+        template = (TEMPLATES / "validate.txt").read_text(encoding="utf-8")
+        verdicts = judge_model.yes_probability([validator_prompt(item, template) for item in alive])
+        for item, p_yes in zip(alive, verdicts, strict=True):
+            if p_yes < filters.validator_threshold:
+                fate[item.id] = Rejected("validator", f"P(YES) {p_yes:.3f} < {filters.validator_threshold}")
+        alive = [item for item in alive if item.id not in fate]
+    if alive:
+        for item, correct in zip(alive, judge_model.correct_under_shifts(alive), strict=True):
+            needed = item.num_choices if filters.min_shifts_correct is None else filters.min_shifts_correct
+            if correct < needed:
+                fate[item.id] = Rejected("answerable", f"keyed answer picked under {correct} of {item.num_choices} "
+                                                       f"shifts with the passage, {needed} needed")  # fmt: skip
+        alive = [item for item in alive if item.id not in fate]
+    if alive:
+        for item, correct in zip(alive, judge_model.correct_under_shifts(alive, blind=True), strict=True):
+            if correct / item.num_choices > filters.blind_max:
+                fate[item.id] = Rejected("blind", f"keyed answer picked under {correct} of {item.num_choices} "
+                                                  f"shifts without the passage (> {filters.blind_max})")  # fmt: skip
+        alive = [item for item in alive if item.id not in fate]
+    if alive and test_items:
+        for hit in find_overlap(test_items, alive, filters.overlap_threshold):
+            # find_overlap(train, test): here the candidates are the "test" side being checked against the file.
+            fate.setdefault(hit.test_id, Rejected("overlap", f"{hit.field} {hit.similarity} like test item "
+                                                              f"{hit.train_id}"))  # fmt: skip
+    for item in candidates:
+        fate.setdefault(item.id, None)
+    return fate
+
+
+class Outputs:
+    """``items.jsonl`` and ``rejects.jsonl`` in ``folder``, appended one flushed record at a time; opening them
+    drops a half-written last line (a killed run) and reports the passages already recorded."""
+
+    def __init__(self, folder: Path):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.items_path, self.rejects_path = folder / "items.jsonl", folder / "rejects.jsonl"
+        self.done: set[str] = set()
+        self.counts: Counter = Counter()
+        for path, kind in ((self.items_path, "accepted"), (self.rejects_path, None)):
+            for record in _complete_records(path):
+                self.done.add(record["passage_id"])
+                self.counts[kind or record["filter"]] += 1
+
+    def accept(self, item: Item) -> None:
+        record = {"id": item.id, "paragraph": item.paragraph, "question": item.question,
+                  "choices": list(item.choices), "answer": item.answer, "question_plus": item.question_plus,
+                  **item.metadata}  # fmt: skip
+        self._append(self.items_path, record, item.metadata["passage_id"], "accepted")
+
+    def reject(self, passage: Passage, rejected: Rejected, text: str) -> None:
+        record = {"passage_id": passage.id, "filter": rejected.filter, "reason": rejected.reason, "text": text}
+        self._append(self.rejects_path, record, passage.id, rejected.filter)
+
+    def _append(self, path: Path, record: dict, passage_id: str, kind: str) -> None:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.done.add(passage_id)
+        self.counts[kind] += 1
+
+
+def _complete_records(path: Path) -> list[dict]:
+    """The records of a JSON Lines output, after cutting a last line that a kill left without its newline."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        with open(path, "r+b") as handle:
+            handle.truncate(cut)
+        print(f"{path}: dropped a half-written last record ({len(raw) - cut} bytes) left by a stopped run",
+              file=sys.stderr)  # fmt: skip
+        raw = raw[:cut]
+    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+
+
+def read_passages(path: Path, text_field: str) -> list[Passage]:
+    """The passages, with ids unique (resuming finds passages by id)."""
+    passages = read_corpus(path, text_field)
+    seen: dict[str, str] = {}
+    for passage in passages:
+        if passage.id in seen:
+            raise CorpusError(f"{passage.where}: passage id {passage.id!r} again (first at {seen[passage.id]}); "
+                              "ids must be unique so a stopped run can resume")  # fmt: skip
+        seen[passage.id] = passage.where
+    return passages
+
+
+def generate(
+    passages: Sequence[Passage],
+    writer,
+    judge_model,
+    outputs: Outputs,
+    generated_by: str,
+    num_choices: int = 5,
+    with_bogi: bool = False,
+    filters: Filters = Filters(),
+    test_items: Sequence[Item] = (),
+    batch_size: int = 4,
+    max_new_tokens: int = 512,
+    temperature: float = 0.0,
+) -> int:
+    """Write, check and record an item for each passage not yet recorded, ``batch_size`` passages at a time;
+    returns how many passages this call recorded."""
+    template = (TEMPLATES / "write.txt").read_text(encoding="utf-8")
+    todo = [p for p in passages if p.id not in outputs.done]
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        texts = writer.write([writer_prompt(p, num_choices, with_bogi, template) for p in batch], max_new_tokens,
+                             temperature)  # fmt: skip
+        parsed = [
+            parse_candidate(t, p, num_choices, with_bogi, generated_by) for t, p in zip(texts, batch, strict=True)
+        ]
+        fate = judge([c for c in parsed if isinstance(c, Item)], judge_model, filters, test_items)
+        for passage, text, candidate in zip(batch, texts, parsed, strict=True):
+            verdict = candidate if isinstance(candidate, Rejected) else fate[candidate.id]
+            if verdict is None:
+                outputs.accept(candidate)
+            else:
+                outputs.reject(passage, verdict, text)
+        print(f"generate: {len(outputs.done)} of {len(passages)} passages recorded "
+              f"({outputs.counts['accepted']} accepted)", file=sys.stderr, flush=True)  # fmt: skip
+    return len(todo)
+
+
+def write_summary(folder: Path, outputs: Outputs, passages: int, seconds: float, recorded: int) -> dict:
+    accepted = outputs.counts["accepted"]
+    summary = {
+        "passages": passages,
+        "accepted": accepted,
+        "rejected": {name: outputs.counts[name] for name in FILTERS},
+        "this_run": {"passages": recorded, "seconds": round(seconds, 1),
+                     "passages_per_hour": round(recorded / seconds * 3600, 1) if seconds > 0 else None},
+    }  # fmt: skip
+    write_atomically(folder / "summary.json", json.dumps(summary, ensure_ascii=False, indent=2) + "\n")
+    return summary
+
+
+def load_model(name: str, quantization: str, dtype: str, batch_size: int):
+    """A causal LM the package loads as in training (4-bit on a GPU by default), for writing and judging."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from suneung_lit.backbone import BaseSettings, load_base_model
+    from suneung_lit.itemgen.judging import LanguageModel
+    from suneung_lit.precision import resolve_dtype, this_machine
+
+    machine = this_machine("auto")
+    dtype, reason = resolve_dtype(dtype, machine)
+    if quantization == "auto":
+        quantization = "nf4" if torch.cuda.is_available() else "none"
+    print(f"generate: {name} ({quantization}, {dtype}: {reason})", file=sys.stderr)
+    model = load_base_model(name, None, BaseSettings(quantization=quantization, dtype=dtype, compute_dtype=dtype))
+    if quantization == "none" and torch.cuda.is_available():
+        model = model.to("cuda")  # quantized weights are placed while loading; an unquantized model is moved
+    tokenizer = AutoTokenizer.from_pretrained(name)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LanguageModel(model, tokenizer, batch_size)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("passages", type=Path, help=".jsonl/.csv with a text field (and optional id), or .txt files")
+    parser.add_argument("--model", required=True, help="the writer: a local model folder or a hub name")
+    parser.add_argument("--output", required=True, type=Path, help="folder for items.jsonl, rejects.jsonl, summary")
+    parser.add_argument("--judge", help="the model that validates and scores the items (default: the writer)")
+    parser.add_argument("--num-choices", type=int, default=5, choices=[4, 5])
+    parser.add_argument("--bogi", action="store_true", help="ask for a <보기> (question_plus) in every item")
+    parser.add_argument("--text-field", default="text")
+    parser.add_argument("--test", type=Path, help="items no generated item may overlap (e.g. the test file)")
+    parser.add_argument("--validator-threshold", type=float, default=0.5)
+    parser.add_argument("--min-shifts-correct", type=int, help="default: every shift")
+    parser.add_argument("--blind-max", type=float, default=0.5, help="share of shifts answered without the passage")
+    parser.add_argument("--overlap-threshold", type=float, default=0.8)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    parser.add_argument("--seed", type=int, default=0, help="for sampling (--temperature > 0)")
+    parser.add_argument("--limit", type=int, help="the first N passages only")
+    parser.add_argument("--quantization", default="auto", choices=["auto", "nf4", "none"])
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"])
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        passages = read_passages(args.passages, args.text_field)[: args.limit]
+        test_items = load_items(args.test) if args.test else []
+    except (CorpusError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    import torch
+
+    torch.manual_seed(args.seed)
+    outputs = Outputs(args.output)
+    writer = load_model(args.model, args.quantization, args.dtype, args.batch_size)
+    judge_model = writer if not args.judge else load_model(args.judge, args.quantization, args.dtype, args.batch_size)
+    filters = Filters(args.validator_threshold, args.min_shifts_correct, args.blind_max, args.overlap_threshold)
+    started = time.perf_counter()
+    name = Path(args.model).name or args.model
+    recorded = generate(passages, writer, judge_model, outputs, name, args.num_choices, args.bogi, filters, test_items,
+                        args.batch_size, args.max_new_tokens, args.temperature)  # fmt: skip
+    summary = write_summary(args.output, outputs, len(passages), time.perf_counter() - started, recorded)
+    print(json.dumps(summary, ensure_ascii=False))
+    return 0
