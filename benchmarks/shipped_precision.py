@@ -77,7 +77,7 @@ def main() -> None:
     threads, flags = set_threads(), cpu_flags()
     with tempfile.TemporaryDirectory() as folder:
         if args.limit:
-            subset = Path(folder) / f"first{args.limit}_{Path(args.data).stem}.jsonl"
+            subset = Path(folder) / f"first{args.limit}_{Path(args.data).stem}.csv"  # write_items writes CSV
             write_items(load_items(args.data)[: args.limit], subset)
             args.data = str(subset)
         items = {item.id: item for item in load_items(args.data)}
