@@ -39,9 +39,8 @@ class PretrainCLI(SuneungCLI):
         parser.set_defaults({"adapter_export.output_dir": "artifacts/pretrain-adapter"})
 
     def _check_inputs(self, config) -> None:
-        # The corpus is read and checked here, before any model loads; the data module keeps what it read.
-        TextCorpusDataModule(**{k: v for k, v in config["data"].items() if k != "tokenizer_name_or_path"},
-                             tokenizer_name_or_path="").read_corpus()  # fmt: skip
+        # The corpus itself is read and checked once, in the data module's setup, which Lightning runs before
+        # configure_model loads the model; here only the outputs are checked.
         if self.subcommand == "fit":
             for key in ("checkpoint.dirpath", "adapter_export.output_dir"):
                 group, name = key.split(".")
