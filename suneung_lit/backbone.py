@@ -10,6 +10,7 @@ import torch
 
 QuantizationChoice = Literal["nf4", "fp4", "int8", "dynamic_int8", "none"]
 DtypeChoice = Literal["auto", "bfloat16", "float16", "float32"]
+QuantStorageChoice = Literal["auto", "uint8", "bfloat16", "float16", "float32"]
 DEFAULT_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -29,6 +30,9 @@ class BaseSettings:
         dtype: dtype of the weights that are not quantized (embeddings, norms) when loading; ``auto`` as above.
         trust_remote_code: run model code from the hub (off unless you trust the repository).
         attn_implementation: e.g. ``sdpa``, ``eager`` or ``flash_attention_2``; default: transformers' choice.
+        quant_storage: the dtype 4-bit weights are packed into (``bnb_4bit_quant_storage``). ``auto``: uint8, or
+            the compute dtype under ``--trainer.strategy fsdp_lora``, which flattens each layer's weights into one
+            tensor of one dtype and must not convert the packed bytes (``suneung_lit.sharding``).
     """
 
     quantization: QuantizationChoice = "nf4"
@@ -37,6 +41,7 @@ class BaseSettings:
     dtype: DtypeChoice = "bfloat16"
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+    quant_storage: QuantStorageChoice = "auto"
 
     def __post_init__(self) -> None:
         if "auto" in (self.dtype, self.compute_dtype):
@@ -96,7 +101,7 @@ def last_positions(length: int, keep: int, device: torch.device) -> torch.Tensor
 
 
 def quantization_config(
-    quantization: QuantizationChoice, double_quant: bool, compute_dtype: torch.dtype
+    quantization: QuantizationChoice, double_quant: bool, compute_dtype: torch.dtype, storage: str = "uint8"
 ):  # -> BitsAndBytesConfig | None
     from transformers import BitsAndBytesConfig
 
@@ -109,6 +114,7 @@ def quantization_config(
         bnb_4bit_quant_type=quantization,
         bnb_4bit_use_double_quant=double_quant,
         bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_quant_storage=getattr(torch, storage),
     )
 
 
@@ -130,14 +136,21 @@ def keep_4bit_weights_trainable_on_cpu(model: torch.nn.Module) -> int:
     return changed
 
 
-def load_base_model(model_name_or_path: str, device: torch.device | None, base: BaseSettings) -> torch.nn.Module:
+def load_base_model(
+    model_name_or_path: str, device: torch.device | None, base: BaseSettings, sharded: bool = False
+) -> torch.nn.Module:
     """Load the frozen base model on ``device`` (None: the current GPU when there is one), quantized as configured;
-    ``dynamic_int8`` loads unquantized, for the caller to swap with ``quantize_dynamic_int8`` once LoRA is added."""
+    ``dynamic_int8`` loads unquantized, for the caller to swap with ``quantize_dynamic_int8`` once LoRA is added.
+    ``sharded`` (FSDP): 4-bit weights packed in the compute dtype, and unquantized models read into host memory,
+    from where FSDP moves each layer's shard to the device."""
     from transformers import AutoModelForCausalLM
+
+    from suneung_lit.sharding import quant_storage
 
     if device is None:
         device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    quant = quantization_config(base.quantization, base.double_quant, base.torch_compute_dtype)
+    storage = quant_storage(base.quant_storage, base.compute_dtype, sharded)
+    quant = quantization_config(base.quantization, base.double_quant, base.torch_compute_dtype, storage)
     kwargs = {"dtype": getattr(torch, base.dtype), "trust_remote_code": base.trust_remote_code}
     if base.attn_implementation:
         kwargs["attn_implementation"] = base.attn_implementation
@@ -148,17 +161,24 @@ def load_base_model(model_name_or_path: str, device: torch.device | None, base: 
     return AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
 
 
-def add_lora(model: torch.nn.Module, settings: LoraSettings, gradient_checkpointing: bool = False) -> torch.nn.Module:
+def add_lora(
+    model: torch.nn.Module, settings: LoraSettings, gradient_checkpointing: bool = False, sharded: bool = False
+) -> torch.nn.Module:
     """Freeze a loaded causal LM (prepared for k-bit training when quantized) and wrap it with LoRA adapters,
-    on every transformer layer or on the ``top_layers`` closest to the output."""
+    on every transformer layer or on the ``top_layers`` closest to the output. ``sharded`` (FSDP): the frozen
+    weights keep their loaded dtype (peft's k-bit preparation would make norms float32 beside the 4-bit weights
+    packed in the compute dtype, and FSDP flattens a layer into one tensor of one dtype)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     model.config.use_cache = False
-    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+    quantized = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    if quantized and not sharded:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
         keep_4bit_weights_trainable_on_cpu(model)
     else:
         model.requires_grad_(False)
+        if quantized:
+            keep_4bit_weights_trainable_on_cpu(model)
         if gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.enable_input_require_grads()

@@ -70,7 +70,11 @@ def trainable_state(module: torch.nn.Module, prefix: str = "") -> dict[str, torc
 def load_trainable_state(module: torch.nn.Module, state: Mapping[str, torch.Tensor], described_as: str) -> None:
     """Copy ``state`` into the trainable parameters of ``module``, which it must match name for name and shape
     for shape; ``described_as`` names the configured model in the error."""
-    expected = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    copy_into({name: p for name, p in module.named_parameters() if p.requires_grad}, state, described_as)
+
+
+def copy_into(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], described_as: str) -> None:
+    """Copy ``state`` into the tensors of ``expected`` (by name), refusing any missing, extra or reshaped one."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = [

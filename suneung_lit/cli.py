@@ -18,6 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from suneung_lit import sharding
 from suneung_lit.data.datamodule import MultipleChoiceDataModule
 from suneung_lit.module import QLoRAMultipleChoice
 from suneung_lit.precision import resolve_dtype, this_machine, trainer_precision
@@ -31,6 +32,21 @@ BUNDLED_DATA_KEYS = ("train_path", "val_path", "test_path", "predict_path", "cor
 BUNDLED_DATA_LIST_KEYS = ("corpus_paths", "items_paths", "exclude_paths")  # the language-model stage's
 
 
+def checkpoint_defaults(dirpath: str, monitor: str, mode: str) -> dict[str, object]:
+    """The ``checkpoint`` group's defaults for a stage that keeps its best run by ``monitor`` and always a last."""
+    short = monitor.split("/")[-1]
+    return {
+        "checkpoint.dirpath": dirpath,
+        "checkpoint.monitor": monitor,
+        "checkpoint.mode": mode,
+        "checkpoint.save_last": True,
+        "checkpoint.filename": f"best-step{{step}}-{short}{{{monitor}:.4f}}",
+        "checkpoint.auto_insert_metric_name": False,
+        # A re-run overwrites last.ckpt instead of writing last-v1.ckpt beside a stale one.
+        "checkpoint.enable_version_counter": False,
+    }
+
+
 class AdapterExport(L.Callback):
     """At the end of fit, saves the LoRA adapter with peft's ``save_pretrained`` (loadable by ``PeftModel``).
 
@@ -42,10 +58,16 @@ class AdapterExport(L.Callback):
         self.output_dir = output_dir
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.output_dir is None or not trainer.is_global_zero:
+        if self.output_dir is None:
             return
-        pl_module.model.save_pretrained(self.output_dir)
-        print(f"saved LoRA adapter to {self.output_dir}")
+        if sharding.is_sharded(trainer):  # every rank gathers; rank 0 writes the whole adapter
+            state = {k.removeprefix("model."): v for k, v in sharding.trainable_state(trainer.model, pl_module).items()}
+            if trainer.is_global_zero:
+                sharding.save_adapter(pl_module.model, state, self.output_dir)
+        elif trainer.is_global_zero:
+            pl_module.model.save_pretrained(self.output_dir)
+        if trainer.is_global_zero:
+            print(f"saved LoRA adapter to {self.output_dir}")
 
 
 class SuneungCLI(LightningCLI):
@@ -57,18 +79,7 @@ class SuneungCLI(LightningCLI):
         parser.link_arguments("model.debias", "data.debias")
         parser.link_arguments("model.answer_mode", "data.answer_mode")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.dirpath": "checkpoints",
-                "checkpoint.monitor": "val/acc",
-                "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
-                "checkpoint.filename": "best-step{step}-acc{val/acc:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-                # A re-run overwrites last.ckpt instead of writing last-v1.ckpt beside a stale one.
-                "checkpoint.enable_version_counter": False,
-            }
-        )
+        parser.set_defaults(checkpoint_defaults("checkpoints", "val/acc", "max"))
         parser.add_lightning_class_args(PredictionCSVWriter, "prediction_writer")
         parser.add_lightning_class_args(AdapterExport, "adapter_export")
 

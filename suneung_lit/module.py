@@ -7,9 +7,8 @@ It composes the parts: the base and its adapters (``backbone``), answering a bat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict
-from typing import Any, Literal, TypeVar
+import inspect
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from suneung_lit import sharding
 from suneung_lit.adapter_training import AdapterTraining
 from suneung_lit.answering import Answerer, ItemAnswers, Stage, build_answerer
 from suneung_lit.backbone import (
@@ -35,13 +35,6 @@ from suneung_lit.optimization import OptimizationSettings
 from suneung_lit.prefix_reuse import PrefixLayout
 from suneung_lit.reasoning.rationale import rationale_loss
 from suneung_lit.scoring import batch_option_scores
-
-Settings = TypeVar("Settings")
-
-
-def as_settings(cls: type[Settings], value: Settings | Mapping[str, Any]) -> Settings:
-    """A settings dataclass as given, or rebuilt from the plain dict a checkpoint's hyperparameters keep."""
-    return value if isinstance(value, cls) else cls(**value)
 
 
 class QLoRAMultipleChoice(AdapterTraining):
@@ -94,12 +87,7 @@ class QLoRAMultipleChoice(AdapterTraining):
         init_adapter: str | None = None,
     ):
         super().__init__()
-        self.base, self.lora = as_settings(BaseSettings, base), as_settings(LoraSettings, lora)
-        self.optimization = as_settings(OptimizationSettings, optimization)
-        self.save_hyperparameters()
-        # Checkpoints keep plain dicts, which load under torch.load(weights_only=True); the typed copies live above.
-        self.hparams.update({k: asdict(getattr(self, k)) for k in ("base", "lora", "optimization")})
-        self.model: torch.nn.Module | None = None
+        self._keep_settings(base, lora, optimization, inspect.currentframe())
         self.option_ids: list[int] = []
         metric = dict(num_classes=max_choices, average="micro")
         self.train_acc, self.val_acc, self.test_acc = (MulticlassAccuracy(**metric) for _ in range(3))
@@ -190,7 +178,9 @@ class QLoRAMultipleChoice(AdapterTraining):
 
     def _start(self, stage: Stage, inference_run: bool = True) -> None:
         """Before an epoch's first batch; inference runs cast first (see ``inference_in_compute_dtype``)."""
-        if inference_run and self.hparams.inference_in_compute_dtype and self.model is not None:
+        # Under FSDP the weights are flat shards, cast for compute by FSDP's own mixed precision.
+        casting = self.hparams.inference_in_compute_dtype and not sharding.is_sharded(self._trainer)
+        if inference_run and casting and self.model is not None:
             self._cast_for_inference |= cast_unquantized(self.model, self.base.torch_compute_dtype) > 0
         self.answerer.start(stage)
 

@@ -293,13 +293,19 @@ def make_sampler(kind: Literal["auto", "grid", "tpe", "random"], space: Mapping[
     return optuna.samplers.TPESampler(seed=seed)
 
 
-def make_storage(url: str):
+HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 300
+NO_HEARTBEAT = "no heartbeat: its worker stopped (killed, or its machine went away) while it ran"
+
+
+def make_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRACE_SECONDS):
+    """The study's Optuna storage: an RDB URL (SQLite, PostgreSQL, MySQL) with heartbeats, so that a trial whose
+    worker was killed is marked failed by the next worker after ``grace`` seconds instead of staying "running"
+    and holding a place in the budget for ever."""
     import optuna
 
-    if url.startswith("sqlite:"):
-        # Several workers write one SQLite file: wait for the lock instead of failing at once.
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return url
+    # Several workers write one SQLite file: wait for the lock instead of failing at once.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace)
 
 
 def results_rows(study, space: Mapping[str, Parameter]) -> list[dict[str, Any]]:
@@ -313,7 +319,8 @@ def results_rows(study, space: Mapping[str, Parameter]) -> list[dict[str, Any]]:
         attrs = trial.user_attrs
         row["val_acc"] = trial.value if trial.value is not None else attrs.get("val_acc", "")
         row.update({column: attrs.get(column, "") for column in RESULT_COLUMNS if column != "val_acc"})
-        row["error"] = attrs.get("error", "")
+        stale = trial.state.name == "FAIL" and "error" not in attrs  # an exception in a trial records its error
+        row["error"] = NO_HEARTBEAT if stale else attrs.get("error", "")
         rows.append(row)
     return rows
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from suneung_lit.data.batching import sorted_batches
+import pytest
+
+from suneung_lit.data.batching import ResumableBatchSampler, sorted_batches, split_to_multiple
 
 
 def test_shifted_copies_stay_in_one_batch_and_calibration_items_lead():
@@ -29,3 +31,26 @@ def test_a_token_budget_packs_short_items_densely_and_long_ones_sparsely():
 def test_a_unit_larger_than_the_budget_still_gets_a_batch_of_its_own():
     batches = sorted_batches([300] * 5 + [10], None, units=[0] * 5 + [1], max_tokens=1000)
     assert batches == [[0, 1, 2, 3, 4], [5]]
+
+
+def test_sharded_evaluation_splits_batches_between_units_until_every_rank_has_as_many():
+    # 7 items of 2 copies each, 4 rows a batch: 4 batches; 3 ranks need 6. Copies never part, no row is lost.
+    units = [row // 2 for row in range(14)]
+    lengths = [10] * 14
+    plain = sorted_batches(lengths, 4, units)
+    assert len(plain) == 4
+    ranks = [ResumableBatchSampler(lengths, 4, shuffle=False, rank=r, world_size=3, units=units, even_batches=True)
+             for r in range(3)]  # fmt: skip
+    shards = [list(sampler) for sampler in ranks]
+    assert [len(shard) for shard in shards] == [2, 2, 2]
+    rows = [row for shard in shards for batch in shard for row in batch]
+    assert sorted(rows) == list(range(14))
+    for batch in (batch for shard in shards for batch in shard):
+        for unit in {units[row] for row in batch}:
+            assert {2 * unit, 2 * unit + 1} <= set(batch)
+    assert split_to_multiple(plain, 1) == plain
+
+
+def test_sharded_evaluation_refuses_what_cannot_be_shared_evenly():
+    with pytest.raises(ValueError, match="cannot be shared evenly by 2 sharded ranks"):
+        split_to_multiple([[0, 1, 2]], 2, units=[0, 0, 0])

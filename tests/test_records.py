@@ -51,6 +51,16 @@ def test_reads_jsonl_flat_shape(tmp_path):
     assert load_items(path)[0].answer == 4
 
 
+def test_a_jsonl_record_with_unicode_line_separators_inside_a_string_stays_one_record(tmp_path):
+    # JSON allows U+2028/U+2029/U+0085 unescaped in strings; str.splitlines would cut the record at each.
+    text = "첫 문장.\u2028둘째 문장.\u2029셋째\x85넷째\x0c다섯째"
+    rows = [{"id": f"j{n}", "paragraph": text, "question": "질문?", "choices": ["가", "나", "다", "라"], "answer": 2}
+            for n in range(2)]  # fmt: skip
+    path = write(tmp_path, "f.jsonl", "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\r\n")
+    items = load_items(path)
+    assert [item.id for item in items] == ["j0", "j1"] and items[0].paragraph == text
+
+
 def test_write_items_round_trips_both_shapes(tmp_path):
     items = [Item("a", '지문, "인용"', "질문?", ("가", "나, 다", "라"), 2, "보기", {"source": "x"})]
     for shape in ("flat", "competition"):

@@ -7,6 +7,7 @@ import csv
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -208,3 +209,31 @@ def test_two_workers_on_one_sqlite_study_finish_exactly_the_budget_of_distinct_t
     assert [int(row["trial"]) for row in rows] == [0, 1, 2, 3]
     assert len({row["dir"] for row in rows}) == 4 and all(Path(row["dir"], "adapter").is_dir() for row in rows)
     assert len({row["model.optimization.learning_rate"] for row in rows}) == 4
+
+
+STALLED_WORKER = """
+import sys, time, optuna
+from suneung_lit.sweep import make_storage
+study = optuna.load_study(study_name="s", storage=make_storage(sys.argv[1], heartbeat=1, grace=2))
+def objective(trial):
+    trial.suggest_categorical("model.lora.r", [4, 8])
+    print("running", flush=True)
+    time.sleep(600)
+study.optimize(objective, n_trials=1)
+"""
+
+
+def test_a_trial_whose_worker_is_killed_is_failed_by_the_next_worker_instead_of_running_for_ever(tmp_path):
+    url = f"sqlite:///{(tmp_path / 'study.db').resolve()}"
+    optuna.create_study(study_name="s", storage=sweep.make_storage(url, heartbeat=1, grace=2))
+    worker = subprocess.Popen([sys.executable, "-c", STALLED_WORKER, url], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "running"
+    worker.kill()  # SIGKILL: nothing of the worker's own runs
+    worker.wait()
+    study = optuna.load_study(study_name="s", storage=sweep.make_storage(url, heartbeat=1, grace=2))
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.RUNNING]
+    time.sleep(3)  # past the grace period
+    optuna.storages.fail_stale_trials(study)  # what every worker's optimize does before it takes a trial
+    space = {"model.lora.r": sweep.parse_parameter(Path("space.yaml"), "model.lora.r", [4, 8])}
+    (row,) = sweep.results_rows(study, space)
+    assert row["state"] == "fail" and row["error"] == sweep.NO_HEARTBEAT

@@ -90,6 +90,35 @@ def sorted_batches(
     return batches + ([current] if current else [])
 
 
+def split_to_multiple(batches: list[list[int]], world_size: int, units: Sequence[int] | None = None) -> list[list[int]]:
+    """``batches`` with some split in two, between units (an item's copies, a shared-prefix group stay together),
+    until their count is a multiple of ``world_size``: under FSDP every rank must run as many forward passes as
+    the others, since each pass gathers every layer's weights from all of them. The batch with the most units is
+    split first; every row stays, in the same order. Raises when no batch has two units left to split."""
+    batches = [list(batch) for batch in batches]
+
+    def parts(batch: list[int]) -> list[list[int]]:
+        groups: list[list[int]] = []
+        for row in batch:
+            if groups and units is not None and units[groups[-1][-1]] == units[row]:
+                groups[-1].append(row)
+            else:
+                groups.append([row])
+        return groups
+
+    while len(batches) % world_size:
+        count, index = max((len(parts(batch)), i) for i, batch in enumerate(batches))
+        if count < 2:
+            raise ValueError(
+                f"{len(batches)} evaluation batches of one item each cannot be shared evenly by {world_size} "
+                "sharded ranks: evaluate more items, or on fewer devices"
+            )
+        halves = parts(batches[index])
+        middle = len(halves) // 2
+        batches[index : index + 1] = [sum(halves[:middle], []), sum(halves[middle:], [])]
+    return batches
+
+
 def grouped_shuffled_batches(
     lengths: Sequence[int], batch_size: int, seed: int, pool_batches: int = 64
 ) -> list[list[int]]:
@@ -112,7 +141,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
     """A batch order for one split: seeded and reshuffled each epoch for training, longest-first otherwise.
 
     Each rank of a distributed run takes every ``world_size``-th batch of the same global order, so the package
-    shards data itself (the CLI turns Lightning's distributed sampler off).
+    shards data itself (the CLI turns Lightning's distributed sampler off). ``units`` (evaluation) keeps rows of
+    one unit in one batch; ``even_batches`` gives every rank as many evaluation batches (FSDP).
     """
 
     def __init__(
@@ -128,8 +158,11 @@ class ResumableBatchSampler(Sampler[list[int]]):
         leading: Sequence[bool] | None = None,
         rows_for_epoch: Callable[[int], list[int]] | None = None,
         max_tokens: int | None = None,
+        even_batches: bool = False,
     ):
         self.lengths = list(lengths)
+        # Evaluation under FSDP: every rank gets as many batches (see ``split_to_multiple``).
+        self.even_batches = even_batches
         # Training on a different subset of rows each epoch (one answer-balanced shift per item).
         self.rows_for_epoch = rows_for_epoch
         # Evaluation only: a padded-token budget per batch replaces the row count.
@@ -157,7 +190,9 @@ class ResumableBatchSampler(Sampler[list[int]]):
                     list(range(i, min(i + self.batch_size, len(self.lengths))))
                     for i in range(0, len(self.lengths), self.batch_size)
                 ]
-            # Evaluation keeps every item: ranks may get one batch more than others.
+            # Evaluation keeps every item: ranks may get one batch more than others, unless sharded.
+            if self.even_batches and self.world_size > 1:
+                batches = split_to_multiple(batches, self.world_size, self.units)
             return batches[self.rank :: self.world_size]
         rows = self.rows_for_epoch(seed) if self.rows_for_epoch is not None else list(range(len(self.lengths)))
         lengths = [self.lengths[r] for r in rows]

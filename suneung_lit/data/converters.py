@@ -20,6 +20,7 @@ from suneung_lit.data.records import (
     DataValidationError,
     Item,
     Problem,
+    jsonl_lines,
     load_items,
     optional_text,
     parse_literal,
@@ -254,7 +255,7 @@ def _table_records(path: Path) -> list[dict[str, Any]]:
         header = [str(cell).strip() if cell is not None else "" for cell in rows[0]]
         return [dict(zip(header, row, strict=False)) for row in rows[1:] if any(c is not None for c in row)]
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        return [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        return [json.loads(line) for line in jsonl_lines(path.read_text(encoding="utf-8-sig")) if line.strip()]
     return _csv_records(path)
 
 

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer
 
+from suneung_lit import sharding
 from suneung_lit.data.augmenting import balanced_shift_rows
 from suneung_lit.data.batching import LeftPadCollator, ResumableBatchSampler, ResumableDataLoader
 from suneung_lit.data.cleaning import DEFAULT_STEPS, CleaningReport, clean
@@ -264,17 +265,8 @@ class MultipleChoiceDataModule(L.LightningDataModule):
                     self.items.get("train") or clean(self._load_split("train"), self.cleaning, self.corrections_path)[0]
                 )
             else:
-                raise DataValidationError(
-                    [
-                        Problem(
-                            "<config>",
-                            None,
-                            None,
-                            "data.few_shot_path",
-                            "data.few_shot needs a pool: set it or data.train_path",
-                        )
-                    ]  # fmt: skip
-                )
+                needs = "data.few_shot needs a pool: set it or data.train_path"
+                raise DataValidationError([Problem("<config>", None, None, "data.few_shot_path", needs)])
             scored = {item.id for split in ("val", "test", "predict") for item in self.items.get(split, [])}
             self._few_shot_pool = [item for item in pool if item.id not in scored]
         chosen = (self.few_shot, self.few_shot_selection, self.seed)
@@ -413,6 +405,7 @@ class MultipleChoiceDataModule(L.LightningDataModule):
             world_size=world_size,
             leading=dataset["calibration"] if self.debias == "pride" else None,
             max_tokens=self.eval_tokens_per_batch,
+            even_batches=sharding.is_sharded(self.trainer),
             **self._units(dataset),
         )
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=self._collator(), num_workers=self.num_workers)

@@ -200,10 +200,17 @@ def _csv_rows(text: str, log: _ProblemLog) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def jsonl_lines(text: str) -> list[str]:
+    """The lines of a JSON Lines text: split at newlines only. ``str.splitlines`` also splits at U+2028, U+2029,
+    U+0085 and form feeds, which JSON allows unescaped inside strings (writers with ``ensure_ascii=False`` leave
+    them so), and would cut such a record in two."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _jsonl_rows(text: str, log: _ProblemLog) -> list[tuple[int, dict[str, Any]]]:
     rows: list[tuple[int, dict[str, Any]]] = []
     header_checked = False
-    for row_number, line in enumerate(text.splitlines(), start=1):
+    for row_number, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from suneung_lit.atomic_write import write_atomically
 from suneung_lit.data.matching import find_overlap
-from suneung_lit.data.records import Item, load_items
+from suneung_lit.data.records import Item, jsonl_lines, load_items
 from suneung_lit.itemgen.candidates import TEMPLATES, Rejected, parse_candidate, validator_prompt, writer_prompt
 from suneung_lit.pretraining.corpus import CorpusError, Passage, read_corpus
 
@@ -130,7 +130,7 @@ def _complete_records(path: Path) -> list[dict]:
         print(f"{path}: dropped a half-written last record ({len(raw) - cut} bytes) left by a stopped run",
               file=sys.stderr)  # fmt: skip
         raw = raw[:cut]
-    return [json.loads(line) for line in raw.decode("utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in jsonl_lines(raw.decode("utf-8")) if line.strip()]
 
 
 def read_passages(path: Path, text_field: str) -> list[Passage]:

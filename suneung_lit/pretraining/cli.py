@@ -6,7 +6,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from suneung_lit.cli import AdapterExport, SuneungCLI, check_writable, resolve_auto_precision, resolve_config_args
+from suneung_lit.cli import (
+    AdapterExport,
+    SuneungCLI,
+    check_writable,
+    checkpoint_defaults,
+    resolve_auto_precision,
+    resolve_config_args,
+)
 from suneung_lit.pretraining.datamodule import TextCorpusDataModule
 from suneung_lit.pretraining.module import CausalLMPretraining
 
@@ -24,17 +31,7 @@ class PretrainCLI(SuneungCLI):
         parser.link_arguments("model.model_name_or_path", "data.tokenizer_name_or_path")
         parser.link_arguments("model.base.trust_remote_code", "data.trust_remote_code")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {
-                "checkpoint.dirpath": "checkpoints/pretrain",
-                "checkpoint.monitor": "val/loss",
-                "checkpoint.mode": "min",
-                "checkpoint.save_last": True,
-                "checkpoint.filename": "best-step{step}-loss{val/loss:.4f}",
-                "checkpoint.auto_insert_metric_name": False,
-                "checkpoint.enable_version_counter": False,
-            }
-        )
+        parser.set_defaults(checkpoint_defaults("checkpoints/pretrain", "val/loss", "min"))
         parser.add_lightning_class_args(AdapterExport, "adapter_export")
         parser.set_defaults({"adapter_export.output_dir": "artifacts/pretrain-adapter"})
 

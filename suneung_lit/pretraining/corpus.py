@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from suneung_lit.data.records import JSONL_SUFFIXES, Item, load_items
+from suneung_lit.data.records import JSONL_SUFFIXES, Item, jsonl_lines, load_items
 from suneung_lit.data.splitting import paragraph_key
 
 
@@ -130,7 +130,7 @@ def _checked(text: object, where: str, text_field: str, passage_id: object) -> P
 
 def _jsonl(path: Path, text_field: str) -> list[Passage]:
     passages = []
-    for number, line in enumerate(_decode(path).splitlines(), start=1):
+    for number, line in enumerate(jsonl_lines(_decode(path)), start=1):
         if not line.strip():
             continue
         where = f"{path}:{number}"

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader
 
+from suneung_lit import sharding
 from suneung_lit.data.batching import ResumableBatchSampler, ResumableDataLoader
 from suneung_lit.pretraining.corpus import Corpus, Passage, build_corpus
 
@@ -175,6 +176,7 @@ class TextCorpusDataModule(L.LightningDataModule):
             return []
         rank, world_size = self._rank()
         sampler = ResumableBatchSampler([len(r) for r in rows], self.hparams.eval_batch_size, shuffle=False,
-                                        rank=rank, world_size=world_size)  # fmt: skip
+                                        rank=rank, world_size=world_size,
+                                        even_batches=sharding.is_sharded(self.trainer))  # fmt: skip
         return DataLoader(_Rows(rows), batch_sampler=sampler, collate_fn=RightPadCollator(self._pad_id()),
                           num_workers=self.hparams.num_workers)  # fmt: skip

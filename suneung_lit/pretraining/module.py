@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -11,7 +11,6 @@ from torchmetrics import MeanMetric
 
 from suneung_lit.adapter_training import AdapterTraining
 from suneung_lit.backbone import BaseSettings, LoraSettings
-from suneung_lit.module import as_settings
 from suneung_lit.optimization import OptimizationSettings
 
 
@@ -38,11 +37,7 @@ class CausalLMPretraining(AdapterTraining):
         init_adapter: str | None = None,
     ):
         super().__init__()
-        self.base, self.lora = as_settings(BaseSettings, base), as_settings(LoraSettings, lora)
-        self.optimization = as_settings(OptimizationSettings, optimization)
-        self.save_hyperparameters()
-        self.hparams.update({k: asdict(getattr(self, k)) for k in ("base", "lora", "optimization")})
-        self.model: torch.nn.Module | None = None
+        self._keep_settings(base, lora, optimization, inspect.currentframe())
         # Mean loss per predicted token over the whole validation split (rows of different lengths weigh by tokens).
         self.val_loss = MeanMetric()
 

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from suneung_lit.data.records import DataValidationError, Item, Problem, load_items, write_items
+from suneung_lit.data.records import DataValidationError, Item, Problem, jsonl_lines, load_items, write_items
 from suneung_lit.reasoning.extraction import json_objects
 
 MIN_REASONING_CHARS = 10
@@ -80,7 +80,7 @@ def select_rationales(items: list[Item], generated: list[dict]) -> tuple[list[It
 
 def read_generated(path: Path) -> list[dict]:
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(jsonl_lines(path.read_text(encoding="utf-8")), start=1):
         if not line.strip():
             continue
         try:

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from suneung_lit.data.records import jsonl_lines
+
 JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 CSV_SUFFIXES = {".csv", ".tsv"}
 # Real corpora (e.g. a Wikipedia dump in CSV) have cells far beyond csv's default 128 KiB field limit.
@@ -83,7 +85,7 @@ def _read_text(path: Path) -> str:
 
 
 def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, dict]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(jsonl_lines(text), start=1):
         if not line.strip():
             continue
         try:

@@ -1,0 +1,118 @@
+"""Sharded LoRA training (``--trainer.strategy fsdp_lora``): two gloo ranks on the CPU each hold about half of the
+model, and train the adapter a single process trains on the same batches; the sharded checkpoint and the exported
+adapter load into a run on one device."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from suneung_lit.data.records import write_items
+from suneung_lit.data.synthetic import make_items
+from suneung_lit.sharding import layer_class_names, lora_wrap_policy, quant_storage, unwrapped_name
+
+from .conftest import run_in_process
+from .test_cli_end_to_end import common_args, run_cli
+from .test_input_shapes import logged
+
+SHARDED = ["--trainer.strategy", "fsdp_lora", "--trainer.devices", "2"]
+HOLDS = re.compile(r"fsdp_lora: rank (\d) of 2 holds ([\d,]+) of ([\d,]+) parameter elements")
+
+
+def test_quant_storage_auto_is_the_compute_dtype_only_when_sharded():
+    assert quant_storage("auto", "bfloat16", sharded=True) == "bfloat16"
+    assert quant_storage("auto", "float32", sharded=True) == "float32"
+    assert quant_storage("auto", "bfloat16", sharded=False) == "uint8"
+    assert quant_storage("float16", "bfloat16", sharded=True) == "float16"  # an explicit value wins
+
+
+def test_the_wrapping_policy_gives_each_layer_and_each_lora_matrix_a_unit_of_its_own(tiny_model_dir):
+    from suneung_lit.backbone import BaseSettings, LoraSettings, add_lora, load_base_model
+
+    base = BaseSettings(quantization="none", dtype="float32", compute_dtype="float32")
+    model = add_lora(load_base_model(str(tiny_model_dir), torch.device("cpu"), base), LoraSettings(r=4))
+    policy = lora_wrap_policy(layer_class_names(model))
+    wrapped = {name for name, module in model.named_modules() if policy(module, recurse=False, nonwrapped_numel=0)}
+    layers = {name for name, module in model.named_modules() if type(module).__name__ == "Qwen2DecoderLayer"}
+    lora = {name for name, module in model.named_modules() if re.search(r"\.lora_[AB]\.default$", name)}
+    assert layers and lora and wrapped == layers | lora
+    # What stays in a layer's own unit is frozen throughout, so no flat parameter mixes trainable and frozen.
+    for name in layers:
+        rest = [p for n, p in model.get_submodule(name).named_parameters() if "lora_" not in n]
+        assert rest and not any(p.requires_grad for p in rest)
+    assert unwrapped_name("model._fsdp_wrapped_module.base_model._fsdp_wrapped_module.w") == "model.base_model.w"
+
+
+@pytest.fixture()
+def work(tmp_path) -> Path:
+    write_items(make_items(64, seed=21, prefix="train"), tmp_path / "train.csv", "competition")
+    write_items(make_items(16, seed=22, prefix="heldout"), tmp_path / "heldout.csv", "flat")
+    return tmp_path
+
+
+def fit_args(model_dir: Path, work: Path, quantization: str) -> list[str]:
+    # Dropout off and no balancing: the two ranks and the single process then draw nothing at random.
+    return [
+        *common_args(model_dir, work),
+        "--model.base.quantization",
+        quantization,
+        "--model.lora.dropout",
+        "0",
+        "--data.train_batch_size",
+        "4",
+        "--trainer.max_steps",
+        "4",
+        "--model.optimization.scheduler_total_steps",
+        "4",
+        "--trainer.limit_val_batches",
+        "1",
+        "--checkpoint.monitor",
+        "null",
+    ]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization", ["none", "nf4"])
+def test_two_sharded_ranks_train_the_adapter_one_process_trains_and_their_checkpoint_loads_on_one_device(
+    tiny_model_dir, work, capsys, quantization
+):
+    sharded_dir, single_dir = work / "sharded", work / "single"
+    for folder in (sharded_dir, single_dir):
+        folder.mkdir()
+        for name in ("train.csv", "heldout.csv"):
+            (folder / name).write_bytes((work / name).read_bytes())
+    # Rank r takes every second batch of the single-process order, and FSDP averages the two ranks' gradients:
+    # one step of the pair is one step of a single process accumulating the same two batches.
+    output = run_cli("fit", *fit_args(tiny_model_dir, sharded_dir, quantization), *SHARDED, cwd=sharded_dir)
+    run_in_process(
+        ["fit", *fit_args(tiny_model_dir, single_dir, quantization), "--trainer.accumulate_grad_batches", "2"], capsys
+    )
+    holds = {int(rank): (int(held.replace(",", "")), int(total.replace(",", ""))) for rank, held, total in
+             HOLDS.findall(output)}  # fmt: skip
+    assert sorted(holds) == [0, 1], output[-3000:]
+    total = holds[0][1]
+    for held, _ in holds.values():
+        assert 0.45 < held / total < 0.55
+    assert total <= holds[0][0] + holds[1][0] <= 1.01 * total  # the two halves cover the model (with padding)
+
+    sharded = load_file(sharded_dir / "adapter" / "adapter_model.safetensors")
+    single = load_file(single_dir / "adapter" / "adapter_model.safetensors")
+    assert sharded.keys() == single.keys()
+    for key in single:
+        torch.testing.assert_close(sharded[key], single[key], rtol=1e-4, atol=1e-5)
+    assert any(single[k].abs().max() > 0 for k in single if "lora_B" in k)  # training moved the adapter
+
+    # The sharded run's checkpoint holds the adapter under single-device names: a one-device validate loads it.
+    scored = ["--data.val_path", str(work / "heldout.csv"), "--trainer.limit_val_batches", "1.0"]
+    on_sharded = run_in_process(
+        ["validate", *common_args(tiny_model_dir, sharded_dir), "--model.base.quantization", quantization, *scored,
+         "--ckpt_path", str(sharded_dir / "checkpoints" / "last.ckpt")], capsys)  # fmt: skip
+    on_single = run_in_process(
+        ["validate", *common_args(tiny_model_dir, single_dir), "--model.base.quantization", quantization, *scored,
+         "--ckpt_path", str(single_dir / "checkpoints" / "last.ckpt")], capsys)  # fmt: skip
+    assert logged(on_sharded, "val/loss") == pytest.approx(logged(on_single, "val/loss"), rel=1e-4)
+    assert logged(on_sharded, "val/acc") == logged(on_single, "val/acc")
