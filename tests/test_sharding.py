@@ -106,13 +106,15 @@ def test_two_sharded_ranks_train_the_adapter_one_process_trains_and_their_checkp
         torch.testing.assert_close(sharded[key], single[key], rtol=1e-4, atol=1e-5)
     assert any(single[k].abs().max() > 0 for k in single if "lora_B" in k)  # training moved the adapter
 
-    # The sharded run's checkpoint holds the adapter under single-device names: a one-device validate loads it.
-    scored = ["--data.val_path", str(work / "heldout.csv"), "--trainer.limit_val_batches", "1.0"]
-    on_sharded = run_in_process(
-        ["validate", *common_args(tiny_model_dir, sharded_dir), "--model.base.quantization", quantization, *scored,
-         "--ckpt_path", str(sharded_dir / "checkpoints" / "last.ckpt")], capsys)  # fmt: skip
-    on_single = run_in_process(
-        ["validate", *common_args(tiny_model_dir, single_dir), "--model.base.quantization", quantization, *scored,
-         "--ckpt_path", str(single_dir / "checkpoints" / "last.ckpt")], capsys)  # fmt: skip
-    assert logged(on_sharded, "val/loss") == pytest.approx(logged(on_single, "val/loss"), rel=1e-4)
-    assert logged(on_sharded, "val/acc") == logged(on_single, "val/acc")
+    # The sharded run's checkpoint holds the adapter under single-device names and the single run's values.
+    on_sharded, on_single = (torch.load(d / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+                             for d in (sharded_dir, single_dir))  # fmt: skip
+    assert on_sharded.keys() == on_single.keys() and len(on_single) == len(single)
+    for key in on_single:
+        torch.testing.assert_close(on_sharded[key], on_single[key], rtol=1e-4, atol=1e-5)
+    if quantization == "nf4":  # and a run on one device loads it through the command line
+        checkpoint = sharded_dir / "checkpoints" / "last.ckpt"
+        validated = run_in_process(
+            ["validate", *common_args(tiny_model_dir, sharded_dir), "--model.base.quantization", quantization,
+             "--data.val_path", str(work / "heldout.csv"), "--ckpt_path", str(checkpoint)], capsys)  # fmt: skip
+        assert 0 <= logged(validated, "val/acc") <= 1
