@@ -35,6 +35,7 @@ from suneung_lit.atomic_write import write_atomically
 from suneung_lit.data.matching import find_overlap
 from suneung_lit.data.records import Item, jsonl_lines, load_items
 from suneung_lit.itemgen.candidates import TEMPLATES, Rejected, parse_candidate, validator_prompt, writer_prompt
+from suneung_lit.itemgen.endpoint import EndpointError, EndpointWriter
 from suneung_lit.pretraining.corpus import CorpusError, Passage, read_corpus
 
 FILTERS = ("schema", "validator", "answerable", "blind", "overlap")
@@ -219,9 +220,34 @@ def load_model(name: str, quantization: str, dtype: str, batch_size: int):
     return LanguageModel(model, tokenizer, batch_size)
 
 
+def endpoint_writer(args: argparse.Namespace) -> EndpointWriter:
+    key = os.environ.get(args.api_key_env)
+    if not key:
+        print(f"generate: ${args.api_key_env} is not set: requests to {args.endpoint} go without a key",
+              file=sys.stderr)  # fmt: skip
+    print(f"generate: writer {args.model} at {args.endpoint}, {args.endpoint_workers} requests at once",
+          file=sys.stderr)  # fmt: skip
+    return EndpointWriter(args.endpoint, args.model, key, workers=args.endpoint_workers, seed=args.seed)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("passages", type=Path, help=".jsonl/.csv with a text field (and optional id), or .txt files")
-    parser.add_argument("--model", required=True, help="the writer: a local model folder or a hub name")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="the writer: a local model folder or a hub name, or the endpoint's model with --endpoint",
+    )
+    parser.add_argument(
+        "--endpoint",
+        help="an OpenAI-compatible API root (e.g. http://localhost:8000/v1) that writes "
+        "the items; the filters still need a local --judge",
+    )
+    parser.add_argument(
+        "--api-key-env",
+        default="OPENAI_API_KEY",
+        help="the environment variable holding the endpoint's key (never an argument)",
+    )
+    parser.add_argument("--endpoint-workers", type=int, default=8, help="requests in flight at once")
     parser.add_argument("--output", required=True, type=Path, help="folder for items.jsonl, rejects.jsonl, summary")
     parser.add_argument("--judge", help="the model that validates and scores the items (default: the writer)")
     parser.add_argument("--num-choices", type=int, default=5, choices=[4, 5])
@@ -242,6 +268,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def command(args: argparse.Namespace) -> int:
+    if args.endpoint and not args.judge:
+        print("error: --endpoint writes the items, but the filters read a local model's logits: name one with --judge",
+              file=sys.stderr)  # fmt: skip
+        return 2
     try:
         passages = read_passages(args.passages, args.text_field)[: args.limit]
         test_items = load_items(args.test) if args.test else []
@@ -252,13 +282,22 @@ def command(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     outputs = Outputs(args.output)
-    writer = load_model(args.model, args.quantization, args.dtype, args.batch_size)
+    if args.endpoint:
+        writer, name = endpoint_writer(args), args.model
+    else:
+        writer, name = load_model(args.model, args.quantization, args.dtype, args.batch_size), Path(args.model).name
     judge_model = writer if not args.judge else load_model(args.judge, args.quantization, args.dtype, args.batch_size)
     filters = Filters(args.validator_threshold, args.min_shifts_correct, args.blind_max, args.overlap_threshold)
-    started = time.perf_counter()
-    name = Path(args.model).name or args.model
-    recorded = generate(passages, writer, judge_model, outputs, name, args.num_choices, args.bogi, filters, test_items,
-                        args.batch_size, args.max_new_tokens, args.temperature)  # fmt: skip
-    summary = write_summary(args.output, outputs, len(passages), time.perf_counter() - started, recorded)
+    started, before = time.perf_counter(), len(outputs.done)
+    try:
+        generate(passages, writer, judge_model, outputs, name or args.model, args.num_choices, args.bogi, filters,
+                 test_items, args.batch_size, args.max_new_tokens, args.temperature)  # fmt: skip
+    except EndpointError as err:
+        # The failed batch recorded nothing: running the same command again asks for it anew.
+        write_summary(args.output, outputs, len(passages), time.perf_counter() - started, len(outputs.done) - before)
+        print(f"error: {err}\n(every passage recorded so far is kept; the same command resumes)", file=sys.stderr)
+        return 2
+    summary = write_summary(args.output, outputs, len(passages), time.perf_counter() - started,
+                            len(outputs.done) - before)  # fmt: skip
     print(json.dumps(summary, ensure_ascii=False))
     return 0
