@@ -338,6 +338,12 @@ def main() -> None:
         help="skip the first N short held-out items per source (a replication on fresh items, same training items)",
     )
     parser.add_argument("--max-train", type=int, help="first N short train items per source (mode default: all)")
+    parser.add_argument(
+        "--extra-train",
+        nargs="*",
+        default=[],
+        help="labelled files whose items (those fitting --max-tokens) join the fine-tune, e.g. `data generate` output",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--precision")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"])
@@ -399,6 +405,11 @@ def main() -> None:
         # Examples from the training side of the split only, attached before the shifted copies are made, so every
         # copy of an item holds the same examples (and shares them in its prompt prefix).
         heldout = with_examples(heldout, train, args.few_shot, args.few_shot_selection, args.seed)
+    # After the examples are chosen: the split's training items stay the example pool.
+    for path in args.extra_train:
+        added = fitting_items(load_items(path), tokenizer, args.max_tokens, args.template)
+        print(f"{path}: {len(added)} extra training items fit {args.max_tokens} tokens", flush=True)
+        train += added
     extra = {
         Path(f).name: fitting_items(load_items(f), tokenizer, args.max_tokens, args.template, args.max_heldout)
         for f in args.heldout
