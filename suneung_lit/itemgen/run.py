@@ -159,9 +159,8 @@ def generate(
     batch_size: int = 4,
     max_new_tokens: int = 512,
     temperature: float = 0.0,
-) -> int:
-    """Write, check and record an item for each passage not yet recorded, ``batch_size`` passages at a time;
-    returns how many passages this call recorded."""
+) -> None:
+    """Write, check and record an item for each passage not yet recorded, ``batch_size`` passages at a time."""
     template = (TEMPLATES / "write.txt").read_text(encoding="utf-8")
     todo = [p for p in passages if p.id not in outputs.done]
     for start in range(0, len(todo), batch_size):
@@ -180,7 +179,6 @@ def generate(
                 outputs.reject(passage, verdict, text)
         print(f"generate: {len(outputs.done)} of {len(passages)} passages recorded "
               f"({outputs.counts['accepted']} accepted)", file=sys.stderr, flush=True)  # fmt: skip
-    return len(todo)
 
 
 def write_summary(folder: Path, outputs: Outputs, passages: int, seconds: float, recorded: int) -> dict:
@@ -283,21 +281,22 @@ def command(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     outputs = Outputs(args.output)
     if args.endpoint:
-        writer, name = endpoint_writer(args), args.model
+        writer = endpoint_writer(args)
     else:
-        writer, name = load_model(args.model, args.quantization, args.dtype, args.batch_size), Path(args.model).name
+        writer = load_model(args.model, args.quantization, args.dtype, args.batch_size)
     judge_model = writer if not args.judge else load_model(args.judge, args.quantization, args.dtype, args.batch_size)
     filters = Filters(args.validator_threshold, args.min_shifts_correct, args.blind_max, args.overlap_threshold)
-    started, before = time.perf_counter(), len(outputs.done)
+    name = args.model if args.endpoint else Path(args.model).name or args.model
+    started, before, failure = time.perf_counter(), len(outputs.done), None
     try:
-        generate(passages, writer, judge_model, outputs, name or args.model, args.num_choices, args.bogi, filters,
-                 test_items, args.batch_size, args.max_new_tokens, args.temperature)  # fmt: skip
+        generate(passages, writer, judge_model, outputs, name, args.num_choices, args.bogi, filters, test_items,
+                 args.batch_size, args.max_new_tokens, args.temperature)  # fmt: skip
     except EndpointError as err:
-        # The failed batch recorded nothing: running the same command again asks for it anew.
-        write_summary(args.output, outputs, len(passages), time.perf_counter() - started, len(outputs.done) - before)
-        print(f"error: {err}\n(every passage recorded so far is kept; the same command resumes)", file=sys.stderr)
-        return 2
+        failure = err  # the failed batch recorded nothing: running the same command again asks for it anew
     summary = write_summary(args.output, outputs, len(passages), time.perf_counter() - started,
                             len(outputs.done) - before)  # fmt: skip
+    if failure:
+        print(f"error: {failure}\n(every passage recorded so far is kept; the same command resumes)", file=sys.stderr)
+        return 2
     print(json.dumps(summary, ensure_ascii=False))
     return 0
