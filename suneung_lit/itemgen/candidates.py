@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from suneung_lit.data.few_shot import FewShotSelection, examples_of, with_examples
 from suneung_lit.data.records import Item
 from suneung_lit.pretraining.corpus import Passage
 from suneung_lit.reasoning.extraction import json_objects
@@ -22,14 +24,53 @@ class Rejected:
     reason: str
 
 
-def writer_prompt(passage: Passage, num_choices: int, with_bogi: bool, template: str) -> str:
-    """The writer's instruction for one passage (``template``: the text of ``templates/write.txt`` or a user's)."""
+def writer_prompt(
+    passage: Passage, num_choices: int, with_bogi: bool, template: str, examples: Sequence[Item] = ()
+) -> str:
+    """The writer's instruction for one passage (``template``: the text of ``templates/write.txt`` or a user's),
+    with ``examples`` (solved items) shown where the template says ``{examples}``."""
     return template.format(
         passage=passage.text,
         num_choices=num_choices,
         bogi_rule=BOGI_RULE if with_bogi else "",
         bogi_field='"question_plus": "<보기> 내용", ' if with_bogi else "",
+        examples=example_block(examples, with_bogi),
     )
+
+
+def example_block(examples: Sequence[Item], with_bogi: bool) -> str:
+    """Solved items as the writer should answer them: each one's passage, then its item as the JSON asked for."""
+    blocks = []
+    for example in examples:
+        record = {"question": example.question}
+        if with_bogi:
+            record["question_plus"] = example.question_plus
+        record |= {"choices": list(example.choices), "answer": example.answer}
+        blocks.append(f"예시 지문:\n{example.paragraph}\n예시 문제:\n{json.dumps(record, ensure_ascii=False)}\n\n")
+    return "".join(blocks)
+
+
+def writer_examples(
+    passages: Sequence[Passage],
+    pool: Sequence[Item],
+    k: int,
+    num_choices: int,
+    with_bogi: bool,
+    selection: FewShotSelection = "bm25",
+    seed: int = 0,
+) -> dict[str, list[Item]]:
+    """``k`` solved items from ``pool`` per passage id, chosen as few-shot examples are (``data.few_shot``: never
+    an item on the same passage). Only items shaped like the ones asked for are shown (``num_choices`` choices, a
+    <보기> exactly when ``with_bogi``): a 4-choice example teaches a writer asked for five to write four."""
+    shaped = [e for e in pool if e.num_choices == num_choices and bool(e.question_plus.strip()) == with_bogi]
+    if len(shaped) < k:
+        bogi = "and a <보기>" if with_bogi else "and no <보기>"
+        raise ValueError(f"{len(shaped)} labelled items with {num_choices} choices {bogi} to show as examples, "
+                         f"{k} asked for")  # fmt: skip
+    # A passage is scored for similarity as an item with no question would be.
+    queries = [Item(id=p.id, paragraph=p.text, question="", choices=()) for p in passages]
+    chosen = with_examples(queries, shaped, k, selection, seed)
+    return {passage.id: examples_of(query) for passage, query in zip(passages, chosen, strict=True)}
 
 
 def parse_candidate(

@@ -27,14 +27,21 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from suneung_lit.atomic_write import write_atomically
 from suneung_lit.data.matching import find_overlap
 from suneung_lit.data.records import Item, jsonl_lines, load_items
-from suneung_lit.itemgen.candidates import TEMPLATES, Rejected, parse_candidate, validator_prompt, writer_prompt
+from suneung_lit.itemgen.candidates import (
+    TEMPLATES,
+    Rejected,
+    parse_candidate,
+    validator_prompt,
+    writer_examples,
+    writer_prompt,
+)
 from suneung_lit.itemgen.endpoint import EndpointError, EndpointWriter
 from suneung_lit.pretraining.corpus import CorpusError, Passage, read_corpus
 
@@ -51,13 +58,20 @@ class Filters:
     overlap_threshold: float = 0.8
 
 
-def judge(candidates: Sequence[Item], judge_model, filters: Filters, test_items: Sequence[Item] = ()) -> dict:
+def judge(
+    candidates: Sequence[Item],
+    judge_model,
+    filters: Filters,
+    test_items: Sequence[Item] = (),
+    validate_template: str | None = None,
+) -> dict:
     """Each candidate's fate, by id: ``None`` when it passes every filter, else ``Rejected``. A candidate stops at
-    the first filter it fails; later filters only score the survivors."""
+    the first filter it fails; later filters only score the survivors. ``validate_template``: the validator's
+    prompt (default ``templates/validate.txt``)."""
     fate: dict[str, Rejected | None] = {}
     alive = list(candidates)
     if alive:
-        template = (TEMPLATES / "validate.txt").read_text(encoding="utf-8")
+        template = validate_template or (TEMPLATES / "validate.txt").read_text(encoding="utf-8")
         verdicts = judge_model.yes_probability([validator_prompt(item, template) for item in alive])
         for item, p_yes in zip(alive, verdicts, strict=True):
             if p_yes < filters.validator_threshold:
@@ -159,18 +173,26 @@ def generate(
     batch_size: int = 4,
     max_new_tokens: int = 512,
     temperature: float = 0.0,
+    examples: Mapping[str, Sequence[Item]] | None = None,
+    write_template: str | None = None,
+    validate_template: str | None = None,
 ) -> None:
-    """Write, check and record an item for each passage not yet recorded, ``batch_size`` passages at a time."""
-    template = (TEMPLATES / "write.txt").read_text(encoding="utf-8")
+    """Write, check and record an item for each passage not yet recorded, ``batch_size`` passages at a time.
+    ``examples``: solved items shown to the writer, by passage id (``writer_examples``); the templates default to
+    the package's ``templates/write.txt`` and ``validate.txt``."""
+    template = write_template or (TEMPLATES / "write.txt").read_text(encoding="utf-8")
+    if examples and "{examples}" not in template:
+        raise ValueError("the writer's template has no {examples} field: the examples asked for would not be shown")
+    examples = examples or {}
     todo = [p for p in passages if p.id not in outputs.done]
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        texts = writer.write([writer_prompt(p, num_choices, with_bogi, template) for p in batch], max_new_tokens,
-                             temperature)  # fmt: skip
+        prompts = [writer_prompt(p, num_choices, with_bogi, template, examples.get(p.id, ())) for p in batch]
+        texts = writer.write(prompts, max_new_tokens, temperature)
         parsed = [
             parse_candidate(t, p, num_choices, with_bogi, generated_by) for t, p in zip(texts, batch, strict=True)
         ]
-        fate = judge([c for c in parsed if isinstance(c, Item)], judge_model, filters, test_items)
+        fate = judge([c for c in parsed if isinstance(c, Item)], judge_model, filters, test_items, validate_template)
         for passage, text, candidate in zip(batch, texts, parsed, strict=True):
             verdict = candidate if isinstance(candidate, Rejected) else fate[candidate.id]
             if verdict is None:
@@ -252,6 +274,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bogi", action="store_true", help="ask for a <보기> (question_plus) in every item")
     parser.add_argument("--text-field", default="text")
     parser.add_argument("--test", type=Path, help="items no generated item may overlap (e.g. the test file)")
+    parser.add_argument(
+        "--examples",
+        type=Path,
+        help="labelled items (e.g. the train file) shown to the writer as solved examples before its passage",
+    )
+    parser.add_argument("--num-examples", type=int, default=1, help="examples per passage (with --examples)")
+    parser.add_argument(
+        "--example-selection",
+        default="bm25",
+        choices=["random", "bm25"],
+        help="the examples most like the passage (bm25) or drawn at random (seeded by --seed)",
+    )
+    parser.add_argument("--write-template", type=Path, help="the writer's prompt (default: templates/write.txt)")
+    parser.add_argument("--validate-template", type=Path, help="the validator's prompt (default: validate.txt)")
     parser.add_argument("--validator-threshold", type=float, default=0.5)
     parser.add_argument("--min-shifts-correct", type=int, help="default: every shift")
     parser.add_argument("--blind-max", type=float, default=0.5, help="share of shifts answered without the passage")
@@ -273,7 +309,16 @@ def command(args: argparse.Namespace) -> int:
     try:
         passages = read_passages(args.passages, args.text_field)[: args.limit]
         test_items = load_items(args.test) if args.test else []
-    except (CorpusError, ValueError) as err:
+        write_template, validate_template = (
+            path.read_text(encoding="utf-8") if path else None for path in (args.write_template, args.validate_template)
+        )
+        if args.examples and "{examples}" not in (write_template or "{examples}"):
+            raise ValueError(f"{args.write_template}: no {{examples}} field, so --examples would not be shown")
+        examples = None
+        if args.examples:
+            examples = writer_examples(passages, load_items(args.examples), args.num_examples, args.num_choices,
+                                       args.bogi, args.example_selection, args.seed)  # fmt: skip
+    except (CorpusError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     import torch
@@ -290,7 +335,8 @@ def command(args: argparse.Namespace) -> int:
     started, before, failure = time.perf_counter(), len(outputs.done), None
     try:
         generate(passages, writer, judge_model, outputs, name, args.num_choices, args.bogi, filters, test_items,
-                 args.batch_size, args.max_new_tokens, args.temperature)  # fmt: skip
+                 args.batch_size, args.max_new_tokens, args.temperature, examples, write_template,
+                 validate_template)  # fmt: skip
     except EndpointError as err:
         failure = err  # the failed batch recorded nothing: running the same command again asks for it anew
     summary = write_summary(args.output, outputs, len(passages), time.perf_counter() - started,
