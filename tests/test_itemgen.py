@@ -16,7 +16,14 @@ import pytest
 
 from suneung_lit.data.__main__ import main as data_main
 from suneung_lit.data.records import load_items
-from suneung_lit.itemgen.candidates import TEMPLATES, Rejected, parse_candidate, validator_prompt, writer_prompt
+from suneung_lit.itemgen.candidates import (
+    TEMPLATES,
+    Rejected,
+    parse_candidate,
+    validator_prompt,
+    writer_examples,
+    writer_prompt,
+)
 from suneung_lit.itemgen.run import Filters, Outputs, judge
 from suneung_lit.pretraining.corpus import Passage
 
@@ -71,6 +78,47 @@ def test_a_bogi_is_required_when_asked_for_and_the_prompts_carry_what_they_judge
     assert PASSAGE.text in prompt and "4지선다" in prompt and "question_plus" in prompt
     shown = validator_prompt(with_bogi, (TEMPLATES / "validate.txt").read_text(encoding="utf-8"))
     assert "2. 1446년" in shown and "표시된 정답: 2" in shown and "<보기>\nㄱ. 반포" in shown
+
+
+def solved(item_id: str, paragraph: str, choices: int = 5, bogi: str = "", answer: int = 2):
+    from suneung_lit.data.records import Item
+
+    return Item(item_id, paragraph, f"{item_id}의 문제", tuple(f"{item_id} 선택지 {n}" for n in range(choices)),
+                answer, bogi)  # fmt: skip
+
+
+HANGEUL = Passage("훈민정음 창제 이후 한글 문헌이 늘었다. 훈민정음 해례본은 창제 원리를 밝힌다.", "test:2", "p2")
+POOL = [
+    solved("near", "훈민정음 해례본에는 훈민정음 창제 원리와 한글 문헌의 예가 실려 있다."),
+    solved("far", "반도체 수출이 석 달 연속 늘었다고 산업통상자원부가 밝혔다."),
+    solved("four", "훈민정음 창제 원리와 한글 문헌, 해례본 이야기.", choices=4),
+    solved("bogi", "훈민정음 창제 원리와 한글 문헌, 해례본 이야기.", bogi="ㄱ. 해례본"),
+    solved("same", HANGEUL.text),  # an item on the passage itself: never shown
+]
+
+
+def test_the_writer_is_shown_the_nearest_solved_items_shaped_like_the_ones_it_must_write():
+    [shown] = writer_examples([HANGEUL], POOL, 1, 5, False, "bm25")[HANGEUL.id]
+    assert shown.id == "near"
+    two = writer_examples([HANGEUL], POOL, 2, 5, False, "bm25")[HANGEUL.id]
+    assert [e.id for e in two] == ["near", "far"]  # not the 4-choice one, the <보기> one or the passage's own
+    assert [e.id for e in writer_examples([HANGEUL], POOL, 1, 4, False, "bm25")[HANGEUL.id]] == ["four"]
+    assert [e.id for e in writer_examples([HANGEUL], POOL, 1, 5, True, "random")[HANGEUL.id]] == ["bogi"]
+    with pytest.raises(ValueError, match="1 labelled items with 4 choices and no <보기> to show as examples, 2"):
+        writer_examples([HANGEUL], POOL, 2, 4, False, "bm25")
+
+
+def test_an_example_is_shown_in_the_json_the_writer_must_answer_so_it_parses_back_as_itself():
+    template = (TEMPLATES / "write.txt").read_text(encoding="utf-8")
+    for example, with_bogi in ((POOL[0], False), (POOL[3], True)):
+        prompt = writer_prompt(HANGEUL, 5, with_bogi, template, [example])
+        assert prompt.index(example.paragraph) < prompt.index(HANGEUL.text)
+        shown = prompt.split("예시 문제:\n", 1)[1]
+        back = parse_candidate(shown, Passage(example.paragraph, "x", example.id), 5, with_bogi, "w")
+        assert (back.question, back.choices, back.answer, back.question_plus) == (
+            example.question, example.choices, example.answer, example.question_plus)  # fmt: skip
+    # Without examples the prompt is the one the package wrote before examples existed.
+    assert "예시" not in writer_prompt(HANGEUL, 5, False, template)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from suneung_lit.data.__main__ import main as data_main
 from suneung_lit.data.records import load_items
 from suneung_lit.itemgen.endpoint import EndpointError, EndpointWriter
 
+from .conftest import REPO
 from .test_itemgen import passages_file, recorded_ids
 
 KEY = "sk-test-5ecret-0123456789"
@@ -178,3 +179,40 @@ def test_an_endpoint_that_stays_busy_is_given_up_after_the_retries(serve):
     with pytest.raises(EndpointError, match="HTTP 503 after 3 request"):
         EndpointWriter(server.url, "writer-x", retries=2, backoff=0.01).write(["x"], 16)
     assert len(server.requests) == 3
+
+
+def test_the_writer_gets_the_users_template_with_the_examples_chosen_for_each_passage(tiny_model_dir, tmp_path, serve):
+    passages = passages_file(tmp_path, 2)
+    texts = [json.loads(line)["text"] for line in passages.read_text(encoding="utf-8").splitlines()]
+    pool = tmp_path / "train.jsonl"
+    rows = [{"id": f"t{n}", "paragraph": text + " 덧붙인 문장.", "question": f"예제 문제 {n}",
+             "choices": [f"예제{n}-{c}" for c in range(5)], "answer": 1} for n, text in enumerate(texts)]  # fmt: skip
+    four = {"id": "t4", "paragraph": texts[0] + " 또 다른 문장.", "question": "네 개짜리", "choices": list("abcd"),
+            "answer": 1}  # fmt: skip
+    rows.append(four)
+    pool.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    template = tmp_path / "write.txt"
+    template.write_text("내 양식 {num_choices}개\n{examples}=== {passage}", encoding="utf-8")
+    server = serve(lambda prompt, attempt: (200, json.dumps(ITEM, ensure_ascii=False)))
+    args = [*endpoint_args(passages, server, tiny_model_dir, tmp_path / "out"), "--examples", str(pool),
+            "--write-template", str(template)]  # fmt: skip
+    assert data_main(args) == 0
+    prompts = {r["messages"][0]["content"] for r in server.requests}
+    # Each passage is shown the solved item on its own (lengthened) paragraph, the nearest; never a 4-choice one.
+    assert prompts == {f"내 양식 5개\n예시 지문:\n{rows[n]['paragraph']}\n예시 문제:\n"
+                       + json.dumps({"question": rows[n]["question"], "choices": rows[n]["choices"], "answer": 1},
+                                    ensure_ascii=False) + f"\n\n=== {texts[n]}" for n in (0, 1)}  # fmt: skip
+    assert len(load_items(tmp_path / "out" / "items.jsonl")) == 2
+
+
+def test_examples_a_template_cannot_show_stop_the_run_before_anything_is_asked(tiny_model_dir, tmp_path, serve,
+                                                                                capsys):  # fmt: skip
+    passages = passages_file(tmp_path, 1)
+    template = tmp_path / "write.txt"
+    template.write_text("{passage}", encoding="utf-8")
+    server = serve(lambda prompt, attempt: (200, "{}"))
+    args = [*endpoint_args(passages, server, tiny_model_dir, tmp_path / "out"), "--examples",
+            str(REPO / "data" / "klue" / "klue_reading.jsonl"), "--write-template", str(template)]  # fmt: skip
+    assert data_main(args) == 2
+    assert f"{template}: no {{examples}} field" in capsys.readouterr().err
+    assert server.requests == [] and not (tmp_path / "out").exists()
