@@ -24,7 +24,8 @@ ITEM = {"question": "이 글의 내용과 일치하는 것은?", "choices": ["�
 
 class ChatServer:
     """A chat-completions server on loopback. ``reply(prompt, attempt)`` returns ``(status, content)``: the
-    message content on 200, the error body otherwise. Every request is kept for the test to read."""
+    message content on 200, the error body otherwise (and, as a third element, headers to send). Every request is
+    kept, with the time it arrived, for the test to read."""
 
     def __init__(self, reply):
         self.reply, self.requests, self.attempts = reply, [], {}
@@ -36,9 +37,10 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 prompt = body["messages"][0]["content"]
                 with lock:
-                    server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                    server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"),
+                                            "at": time.monotonic(), **body})  # fmt: skip
                     server.attempts[prompt] = attempt = server.attempts.get(prompt, 0) + 1
-                status, content = server.reply(prompt, attempt)
+                status, content, *headers = server.reply(prompt, attempt)
                 if status == 200:
                     payload = {"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}
                 else:
@@ -47,6 +49,8 @@ class ChatServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers[0] if headers else {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -216,3 +220,10 @@ def test_examples_a_template_cannot_show_stop_the_run_before_anything_is_asked(t
     assert data_main(args) == 2
     assert f"{template}: no {{examples}} field" in capsys.readouterr().err
     assert server.requests == [] and not (tmp_path / "out").exists()
+
+
+def test_a_retry_after_longer_than_the_backoff_is_waited_out(serve):
+    server = serve(lambda prompt, attempt: (429, "slow down", {"Retry-After": "1"}) if attempt == 1 else (200, "ok"))
+    assert EndpointWriter(server.url, "writer-x", backoff=0.01).write(["x"], 16) == ["ok"]
+    first, second = server.requests
+    assert second["at"] - first["at"] >= 1.0
