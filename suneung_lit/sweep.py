@@ -312,7 +312,7 @@ def results_rows(study, space: Mapping[str, Parameter]) -> list[dict[str, Any]]:
     """One row per trial that ran (or is running), in trial order: its state, parameters and results."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        if SKIPPED in trial.user_attrs:
+        if not holds_a_place(trial):
             continue
         row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name.lower()}
         row.update({key: trial.params.get(key, "") for key in space})  # lists and mappings as their JSON text
@@ -334,15 +334,37 @@ def write_results(path: Path, rows: list[dict[str, Any]], space: Mapping[str, Pa
     write_atomically(path, out.getvalue())
 
 
+def holds_a_place(trial) -> bool:
+    """Whether a trial counts towards the budget: it ran or runs (a skipped trial never ran; a waiting one has not
+    started)."""
+    import optuna
+
+    return SKIPPED not in trial.user_attrs and trial.state != optuna.trial.TrialState.WAITING
+
+
+def give_back_grid_point(trial) -> None:
+    """Queue a skipped trial's grid point again. The grid sampler counts the point of every ended trial as visited,
+    so without this a later run with a larger budget would never measure it (and would re-run another point). The
+    waiting trial carries the point as the grid sampler's own retries do; Optuna hands it to the next trial asked
+    for, in this run or a later one. Other samplers keep no such record: nothing to give back."""
+    import optuna
+
+    [frozen] = [t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number]
+    if "grid_id" in frozen.system_attrs:
+        point = {key: frozen.system_attrs[key] for key in ("grid_id", "search_space")}
+        trial.study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING, system_attrs=point))
+
+
 def objective_for(config_args: list[str], space: Mapping[str, Parameter], output: Path, budget: int):
     import optuna
 
     def objective(trial) -> float:
         # Trials are numbered across workers; a skipped one (below) takes a number but not a place in the budget.
         earlier = [t for t in trial.study.get_trials(deepcopy=False) if t.number < trial.number]
-        if sum(SKIPPED not in t.user_attrs for t in earlier) >= budget:
+        if sum(map(holds_a_place, earlier)) >= budget:
             # Another worker took the last trial of the budget: this one never runs and is left out of the table.
             trial.set_user_attr(SKIPPED, f"over the budget of {budget} trials")
+            give_back_grid_point(trial)
             trial.study.stop()
             raise optuna.TrialPruned()
         params = suggest(trial, space)
@@ -428,10 +450,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def rewrite_results(study, trial) -> None:
         write_results(results, results_rows(study, space), space)
-        if len([t for t in study.get_trials(deepcopy=False) if SKIPPED not in t.user_attrs]) >= args.trials:
+        if sum(map(holds_a_place, study.get_trials(deepcopy=False))) >= args.trials:
             study.stop()
 
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and SKIPPED not in t.user_attrs]
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and holds_a_place(t)]
     if len(finished) < args.trials:
         objective = objective_for(config_args, space, args.output, args.trials)
         # A trial that fails (out of memory, say) is recorded with its error and the sweep goes on.

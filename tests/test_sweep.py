@@ -237,3 +237,30 @@ def test_a_trial_whose_worker_is_killed_is_failed_by_the_next_worker_instead_of_
     space = {"model.lora.r": sweep.parse_parameter(Path("space.yaml"), "model.lora.r", [4, 8])}
     (row,) = sweep.results_rows(study, space)
     assert row["state"] == "fail" and row["error"] == sweep.NO_HEARTBEAT
+
+
+def test_a_grid_point_taken_by_a_trial_skipped_over_the_budget_is_run_by_a_later_trial(tmp_path):
+    # Two workers, budget spent: the trial the second one had already asked for is skipped without running. The grid
+    # sampler counts any ended trial's point as visited, so that point must come back, or a later run with a larger
+    # --trials would never measure it (and would evaluate another point twice instead).
+    space = {"model.lora.r": sweep.parse_parameter(Path("space.yaml"), "model.lora.r", [4, 8, 16])}
+    url = f"sqlite:///{(tmp_path / 'study.db').resolve()}"
+    study = optuna.create_study(
+        study_name="s", storage=sweep.make_storage(url), direction="maximize",
+        sampler=sweep.make_sampler("grid", space, seed=0),
+    )  # fmt: skip
+    ran: list[int] = []
+
+    def run(trial) -> float:
+        ran.append(sweep.suggest(trial, space)["model.lora.r"])
+        return 0.5
+
+    study.optimize(run, n_trials=1)
+    # Budget 1, already spent: the objective skips before any fit (nothing here would run one).
+    study.optimize(sweep.objective_for([], space, tmp_path, budget=1), n_trials=1)
+    skipped = study.trials[1]
+    assert sweep.SKIPPED in skipped.user_attrs and skipped.state == optuna.trial.TrialState.PRUNED
+    assert [row["trial"] for row in sweep.results_rows(study, space)] == [0], "neither skipped nor waiting is a row"
+
+    study.optimize(run, n_trials=2)  # a later run with a budget of 3
+    assert sorted(ran) == [4, 8, 16], "every grid point measured once"
