@@ -211,6 +211,8 @@ def test_accepted_items_read_back_as_a_flat_file(tmp_path):
     outputs.accept(item)
     [back] = load_items(tmp_path / "items.jsonl")
     assert (back.id, back.choices, back.answer, back.metadata["passage_id"]) == (item.id, item.choices, 2, "p1")
+    # A resumed run counts the keys of what is already accepted, so the summary covers every item.
+    assert outputs.keys == Outputs(tmp_path).keys == {2: 1}
 
 
 def test_a_half_written_last_record_is_dropped_and_its_passage_done_again(tmp_path):

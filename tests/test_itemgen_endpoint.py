@@ -111,6 +111,7 @@ def test_an_endpoint_writes_the_local_judge_filters_and_the_key_stays_in_the_hea
     accepted = load_items(output / "items.jsonl")
     assert [(i.id, i.answer, i.metadata["generated_by"]) for i in accepted] == [("gen-k0", 3, "writer-x"),
                                                                                 ("gen-k2", 3, "writer-x")]  # fmt: skip
+    assert json.loads((output / "summary.json").read_text())["accepted_by_key"] == {"3": 2}
     [reject] = [json.loads(line) for line in (output / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
     assert (reject["passage_id"], reject["filter"]) == ("k1", "schema")
     assert len(server.requests) == 4 and max(server.attempts.values()) == 2

@@ -16,7 +16,7 @@ Every passage ends up in exactly one of ``items.jsonl`` (accepted, flat schema w
 and ``passage_id``) and ``rejects.jsonl`` (the filter that stopped it, why, and the writer's text). Both are
 appended a record at a time and flushed to disk, so a run killed at any point (kill -9 included) continues where it
 stopped when started again: passages already recorded are skipped and a half-written last line is dropped.
-``summary.json`` counts the outcome per filter and items per hour.
+``summary.json`` counts the outcome per filter, the accepted items per keyed position, and items per hour.
 """
 
 from __future__ import annotations
@@ -109,16 +109,21 @@ class Outputs:
         self.items_path, self.rejects_path = folder / "items.jsonl", folder / "rejects.jsonl"
         self.done: set[str] = set()
         self.counts: Counter = Counter()
+        # Accepted items per keyed position: writers favour some positions, and items keyed at one position teach it.
+        self.keys: Counter = Counter()
         for path, kind in ((self.items_path, "accepted"), (self.rejects_path, None)):
             for record in _complete_records(path):
                 self.done.add(record["passage_id"])
                 self.counts[kind or record["filter"]] += 1
+                if kind:
+                    self.keys[int(record["answer"])] += 1
 
     def accept(self, item: Item) -> None:
         record = {"id": item.id, "paragraph": item.paragraph, "question": item.question,
                   "choices": list(item.choices), "answer": item.answer, "question_plus": item.question_plus,
                   **item.metadata}  # fmt: skip
         self._append(self.items_path, record, item.metadata["passage_id"], "accepted")
+        self.keys[item.answer] += 1
 
     def reject(self, passage: Passage, rejected: Rejected, text: str) -> None:
         record = {"passage_id": passage.id, "filter": rejected.filter, "reason": rejected.reason, "text": text}
@@ -209,6 +214,7 @@ def write_summary(folder: Path, outputs: Outputs, passages: int, seconds: float,
         "passages": passages,
         "accepted": accepted,
         "rejected": {name: outputs.counts[name] for name in FILTERS},
+        "accepted_by_key": {str(position): outputs.keys[position] for position in sorted(outputs.keys)},
         "this_run": {"passages": recorded, "seconds": round(seconds, 1),
                      "passages_per_hour": round(recorded / seconds * 3600, 1) if seconds > 0 else None},
     }  # fmt: skip
