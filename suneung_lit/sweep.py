@@ -294,6 +294,7 @@ def make_sampler(kind: Literal["auto", "grid", "tpe", "random"], space: Mapping[
 
 
 HEARTBEAT_SECONDS, GRACE_SECONDS = 60, 300
+STORAGE_TRIES = 5
 NO_HEARTBEAT = "no heartbeat: its worker stopped (killed, or its machine went away) while it ran"
 
 
@@ -302,10 +303,23 @@ def make_storage(url: str, heartbeat: int = HEARTBEAT_SECONDS, grace: int = GRAC
     worker was killed is marked failed by the next worker after ``grace`` seconds instead of staying "running"
     and holding a place in the budget for ever."""
     import optuna
+    import sqlalchemy.exc
 
     # Several workers write one SQLite file: wait for the lock instead of failing at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite:") else None
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace)
+
+    def open_storage():
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat, grace_period=grace)
+
+    for attempt in range(STORAGE_TRIES - 1):
+        try:
+            return open_storage()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+            # Workers started together on a new database each find it empty and create its tables and version
+            # rows; all but one then meet the rows another wrote. Once one has finished, the schema is only read,
+            # so trying again succeeds; a storage that stays unreachable fails at the last try below.
+            time.sleep(0.2 * (attempt + 1))
+    return open_storage()
 
 
 def results_rows(study, space: Mapping[str, Parameter]) -> list[dict[str, Any]]:
