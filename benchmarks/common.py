@@ -253,7 +253,7 @@ def use_preset(module, preset: str | None, dtype: str) -> None:
 KERNEL_CATEGORIES = (
     ("4-bit dequantize", ("dequant", "kdequant")),
     ("attention", ("fmha", "flash", "attention", "softmax")),
-    ("matmul", ("gemm", "gemv", "nvjet", "cutlass", "xmma", "sm90", "wgmma", "cublas")),
+    ("matmul", ("gemm", "gemv", "nvjet", "cutlass", "xmma", "sm90", "wgmma", "cublas", "aten::mm", "addmm", "bmm")),
     ("copy/fill", ("copy", "memcpy", "memset", "fill", "cat", "index")),
 )
 
@@ -298,6 +298,30 @@ def profile_gpu(run, top: int = 15) -> dict[str, float]:
     for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:top]:
         print(f"  {event.self_device_time_total / 1e6:>8.3f} s {event.count:>7} x  {event.key[:110]}")
     return {**totals, "wall": wall, "kernels": busy}
+
+
+def profile_cpu(run, top: int = 8) -> dict[str, float]:
+    """Runs ``run()`` under the profiler and prints where the CPU time went: per category (the categories of
+    ``profile_gpu``, by operator name), then the top operators by self time. Returns seconds per category plus
+    ``wall``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        run()
+        wall = time.perf_counter() - start
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    totals: dict[str, float] = {}
+    for event in events:
+        category = kernel_category(event.key)
+        totals[category] = totals.get(category, 0.0) + event.self_cpu_time_total / 1e6
+    busy = sum(totals.values())
+    print(f"profile: wall {wall:.2f} s, operator self time {busy:.2f} s")
+    for category, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {category:<20}{seconds:>8.2f} s {seconds / max(busy, 1e-9):>6.1%}")
+    for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
+        print(f"  {event.self_cpu_time_total / 1e6:>8.3f} s {event.count:>7} x  {event.key[:110]}")
+    return {**totals, "wall": wall}
 
 
 class StayOnDevice(SingleDeviceStrategy):

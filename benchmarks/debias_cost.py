@@ -14,6 +14,7 @@ from ``none``, and for the cyclic modes the largest probability difference from 
     python benchmarks/debias_cost.py --model artifacts/tiny-qwen2 --rows 200
     python benchmarks/debias_cost.py --model artifacts/qwen2.5-coder-1.5b-instruct --dtype bfloat16 \
         --rows 12 --max-length 1024 --batch-size 4                     # the real Qwen on a CPU, ~10 minutes
+    python benchmarks/debias_cost.py ... --profile                     # then one profiled pass per mode
     python benchmarks/debias_cost.py --preset qwen2.5-32b --rows 200 --max-length 2048 --batch-size 16 \
         --data-dir DIR                                                 # 32B-shaped random NF4 weights, GPU
 """
@@ -37,6 +38,8 @@ from common import (  # noqa: E402
     append_result,
     cpu_flags,
     fitting_items,
+    profile_cpu,
+    profile_gpu,
     set_threads,
     use_preset,
 )
@@ -65,6 +68,9 @@ def main() -> None:
     parser.add_argument("--tokens-only", action="store_true", help="count prompt tokens per mode; load no model")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes per mode, alternated; best is kept")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES), help="none always runs")
+    parser.add_argument(
+        "--profile", action="store_true", help="after the timed passes, one profiled pass per mode: time per operator"
+    )
     args = parser.parse_args()
     if args.preset:  # random weights of that shape under the real Qwen2.5 tokenizer
         args.model, args.quantization = str(ROOT / "artifacts" / "tiny-qwen2"), "nf4"
@@ -100,6 +106,10 @@ def main() -> None:
         write_items(warm_items, Path(folder) / "warm.csv")
         predict("none", mode_data(args, "none", Path(folder), "warm.csv"))
         timings = alternated_timings({mode: lambda mode=mode: predict(mode) for mode in modes(args)}, args.repeats)
+        if args.profile:  # untimed by the table: where each mode's time goes, by operator category
+            for mode in modes(args):
+                print(f"== profile of one {mode} pass")
+                (profile_gpu if torch.cuda.is_available() else profile_cpu)(lambda mode=mode: predict(mode))
         for mode, (seconds, every, outputs) in timings.items():
             probabilities = {i: p for b in outputs for i, p in zip(b["id"], b["probabilities"], strict=True)}
             print(f"{mode:13s} passes: " + ", ".join(f"{t:.1f} s" for t in every))
