@@ -266,6 +266,21 @@ def kernel_category(name: str) -> str:
     return "elementwise/other"
 
 
+def by_category(events, seconds_of, top: int) -> dict[str, float]:
+    """Prints the profiled ``events``' seconds (``seconds_of(event)``) per ``kernel_category``, then the ``top``
+    events; returns seconds per category."""
+    totals: dict[str, float] = {}
+    for event in events:
+        category = kernel_category(event.key)
+        totals[category] = totals.get(category, 0.0) + seconds_of(event)
+    busy = sum(totals.values())
+    for category, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"  {category:<20}{seconds:>8.2f} s {seconds / max(busy, 1e-9):>6.1%}")
+    for event in sorted(events, key=lambda e: -seconds_of(e))[:top]:
+        print(f"  {seconds_of(event):>8.3f} s {event.count:>7} x  {event.key[:110]}")
+    return totals
+
+
 def profile_gpu(run, top: int = 15) -> dict[str, float]:
     """Runs ``run()`` under the profiler and prints where the GPU time went: per category, then the top kernels.
 
@@ -287,16 +302,9 @@ def profile_gpu(run, top: int = 15) -> dict[str, float]:
     ]
     if not kernels:  # a profiler that labels kernels otherwise: show its own table rather than nothing
         print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=top))
-    totals: dict[str, float] = {}
-    for event in kernels:
-        category = kernel_category(event.key)
-        totals[category] = totals.get(category, 0.0) + event.self_device_time_total / 1e6
-    busy = sum(totals.values())
+    busy = sum(e.self_device_time_total for e in kernels) / 1e6
     print(f"profile: wall {wall:.2f} s, kernel time {busy:.2f} s ({busy / max(wall, 1e-9):.0%} of wall)")
-    for category, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"  {category:<20}{seconds:>8.2f} s {seconds / max(busy, 1e-9):>6.1%}")
-    for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:top]:
-        print(f"  {event.self_device_time_total / 1e6:>8.3f} s {event.count:>7} x  {event.key[:110]}")
+    totals = by_category(kernels, lambda e: e.self_device_time_total / 1e6, top)
     return {**totals, "wall": wall, "kernels": busy}
 
 
@@ -311,17 +319,8 @@ def profile_cpu(run, top: int = 8) -> dict[str, float]:
         run()
         wall = time.perf_counter() - start
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    totals: dict[str, float] = {}
-    for event in events:
-        category = kernel_category(event.key)
-        totals[category] = totals.get(category, 0.0) + event.self_cpu_time_total / 1e6
-    busy = sum(totals.values())
-    print(f"profile: wall {wall:.2f} s, operator self time {busy:.2f} s")
-    for category, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
-        print(f"  {category:<20}{seconds:>8.2f} s {seconds / max(busy, 1e-9):>6.1%}")
-    for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]:
-        print(f"  {event.self_cpu_time_total / 1e6:>8.3f} s {event.count:>7} x  {event.key[:110]}")
-    return {**totals, "wall": wall}
+    print(f"profile: wall {wall:.2f} s, operator self time {sum(e.self_cpu_time_total for e in events) / 1e6:.2f} s")
+    return {**by_category(events, lambda e: e.self_cpu_time_total / 1e6, top), "wall": wall}
 
 
 class StayOnDevice(SingleDeviceStrategy):
