@@ -3,9 +3,8 @@
 On a CUDA device bf16 where the card supports it (Ampere and newer), else float16 (V100, T4: Lightning's
 ``16-mixed`` scales the loss). On a CPU bf16 only with AVX-512 BF16 or AMX, where torch runs it natively (3.4x
 float32 for the 1.5B Qwen with AMX, 2.2x with AVX-512 BF16 alone, the same answers: docs/gpu.md, "Precision");
-with AVX2 only torch emulates bf16
-matmuls, more than 8x slower than float32, so float32. The machine is passed in as data (``Machine``), so every
-branch is testable on any machine.
+with AVX2 only torch emulates bf16 matmuls, more than 8x slower than float32, so float32. The machine is passed in
+as data (``Machine``), so every branch is testable on any machine.
 """
 
 from __future__ import annotations
