@@ -166,13 +166,22 @@ PRESETS = {
 }
 
 
-def random_4bit_model(preset: str, device: torch.device, compute_dtype: torch.dtype, seed: int = 0):
+def random_4bit_model(
+    preset: str,
+    device: torch.device,
+    compute_dtype: torch.dtype,
+    seed: int = 0,
+    quant_storage: torch.dtype = torch.uint8,
+    dtype: torch.dtype | None = None,
+):
     """A Qwen2ForCausalLM of a preset shape with random NF4 weights, built without full-precision copies.
 
     The skeleton is created on the meta device; each linear layer's random bf16 weight is then made on the
     target device and quantized at once, so peak memory is the 4-bit model plus one layer's bf16 weight (a 32B
     model needs ~20 GB instead of 64 GB in bf16 or 128 GB in fp32). Embedding, head and norms stay unquantized,
-    as bitsandbytes loading leaves them.
+    as bitsandbytes loading leaves them: bf16 embedding and head, float32 norms, or all in ``dtype`` when given
+    (what ``from_pretrained(dtype=...)`` gives, and what FSDP needs: one dtype per unit, the 4-bit weights packed
+    in ``quant_storage`` of the same dtype, as ``model.base.quant_storage: auto`` does under ``fsdp_lora``).
     """
     import bitsandbytes as bnb
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -207,22 +216,27 @@ def random_4bit_model(preset: str, device: torch.device, compute_dtype: torch.dt
                     compute_dtype=compute_dtype,
                     compress_statistics=True,
                     quant_type="nf4",
+                    quant_storage=quant_storage,
                 )
             layer.weight = bnb.nn.Params4bit(
                 random(child.out_features, child.in_features),
                 requires_grad=False,
                 compress_statistics=True,
                 quant_type="nf4",
+                quant_storage=quant_storage,
                 module=layer,
             ).to(device)
             if child.bias is not None:
-                layer.bias = torch.nn.Parameter(torch.zeros(child.out_features, device=device), requires_grad=False)
+                bias = torch.zeros(child.out_features, device=device, dtype=dtype or torch.float32)
+                layer.bias = torch.nn.Parameter(bias, requires_grad=False)
             setattr(parent, name, layer)
-    model.model.embed_tokens.weight = torch.nn.Parameter(random(shape["vocab"], shape["hidden"]), requires_grad=False)
-    model.lm_head.weight = torch.nn.Parameter(random(shape["vocab"], shape["hidden"]), requires_grad=False)
+    for embedding in (model.model.embed_tokens, model.lm_head):
+        weight = random(shape["vocab"], shape["hidden"]).to(dtype or torch.bfloat16)
+        embedding.weight = torch.nn.Parameter(weight, requires_grad=False)
     for module in model.modules():
         if hasattr(module, "variance_epsilon"):  # RMSNorm
-            module.weight = torch.nn.Parameter(torch.ones(module.weight.shape, device=device), requires_grad=False)
+            ones = torch.ones(module.weight.shape, device=device, dtype=dtype or torch.float32)
+            module.weight = torch.nn.Parameter(ones, requires_grad=False)
     with torch.device(device):  # its inverse frequencies are computed, not loaded
         model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
     left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.device.type == "meta"]

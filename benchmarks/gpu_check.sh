@@ -8,6 +8,10 @@
 #   there:  export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1; bash benchmarks/gpu_check.sh
 # Gemma 3 270M (536 MB) cannot travel within the device tool's 64 MiB, so the accuracy harness runs only where
 # artifacts/gemma-3-270m already exists.
+# STEPS="name ..." runs some steps, in that order (names below). What issues 33 and 37 still need, in two calls
+# on one warm machine (15 device minutes a session, start included; a call may run 600 s):
+#   STEPS="train7b fsdp7b debias7b train32b" BUDGET_S=540 bash benchmarks/gpu_check.sh
+#   STEPS="prefix32b" ROWS=256 BUDGET_S=200 bash benchmarks/gpu_check.sh     # the plain 32B predict path
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA_DIR:-.devdata}
@@ -41,20 +45,34 @@ step() {  # step SECONDS SCRIPT ARGS...: one benchmark, logged, stopped at its l
   cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
 }
 
-# 32B-shaped NF4 over all 869 test rows with a token budget per batch: prefix reuse (the target: <= 120 s) and
-# the plain path side by side, predictions compared; then where the GPU time of a plain pass goes.
-step 380 benchmarks/prefix_reuse.py --preset "$BIG" "${ROWS[@]}" --tokens-per-batch "$TOKENS" --profile-rows 64
-# 7B side by side with the batch-1 full-logits baseline.
-step 100 benchmarks/predict_speed.py --preset "$MID" --rows 48 --max-length 2048 --tokens-per-batch "$TOKENS"
-# 32B training step memory, answer-position logits vs full logits (one process on a GPU, model built once).
-step 120 benchmarks/train_memory.py --preset "$BIG" --lengths 1024 2048 --batch-size 1 --steps 2 \
-  --gradient-checkpointing
-# Cyclic debiasing from batched shared prefixes against every shifted copy in full, and against none (7B).
-step 150 benchmarks/debias_cost.py --preset "$MID" --rows 96 --max-length 2048 --batch-size 16
-# Last, run when the budget allows: 7B prefix reuse vs plain beside the plain path batched vs one row at a time
-# (how far bf16 rounding alone moves answers on a GPU).
-step 180 benchmarks/prefix_reuse.py --preset "$MID" "${ROWS[@]}" --tokens-per-batch "$TOKENS" --noise-floor
-if [ -f artifacts/gemma-3-270m/config.json ]; then
-  step 300 benchmarks/accuracy.py --mode full
-fi
+# The steps, by name; STEPS picks some and their order (default: all, in this order). Each a step of its own:
+prefix32b() {  # 32B-shaped NF4 over the test rows with a token budget per batch: prefix reuse (the target: <= 120 s)
+  # and the plain path side by side, predictions compared; then where the GPU time of a plain pass goes.
+  step 380 benchmarks/prefix_reuse.py --preset "$BIG" "${ROWS[@]}" --tokens-per-batch "$TOKENS" --profile-rows 64
+}
+predict7b() {  # 7B side by side with the batch-1 full-logits baseline.
+  step 100 benchmarks/predict_speed.py --preset "$MID" --rows 48 --max-length 2048 --tokens-per-batch "$TOKENS"
+}
+train32b() {  # 32B training step, answer-position logits vs full logits (the transformers+peft step): memory, tokens/s.
+  step 120 benchmarks/train_memory.py --preset "$BIG" --lengths 1024 2048 --batch-size 1 --steps 2 \
+    --gradient-checkpointing
+}
+train7b() {  # the same for the 7B shape, without gradient checkpointing (it fits an 80 GB card at 2,048 tokens).
+  step 100 benchmarks/train_memory.py --preset "$MID" --lengths 1024 2048 --batch-size 1 --steps 3
+}
+fsdp7b() {  # sharded 4-bit training (fsdp_lora) on every GPU beside one device: memory per rank, losses compared.
+  step 150 benchmarks/fsdp_memory.py --preset "$MID" --max-length 2048 --steps 6
+}
+debias7b() {  # cyclic debiasing: none, every shifted copy in full, shared prefix, one packed pass (7B).
+  step 150 benchmarks/debias_cost.py --preset "$MID" --rows 96 --max-length 2048 --batch-size 16
+}
+noise7b() {  # 7B prefix reuse vs plain beside the plain path batched vs one row at a time (bf16 rounding on a GPU).
+  step 180 benchmarks/prefix_reuse.py --preset "$MID" "${ROWS[@]}" --tokens-per-batch "$TOKENS" --noise-floor
+}
+accuracy() {  # only where artifacts/gemma-3-270m already exists (it cannot travel to a device machine).
+  [ -f artifacts/gemma-3-270m/config.json ] && step 300 benchmarks/accuracy.py --mode full
+}
+for name in ${STEPS:-prefix32b predict7b train32b train7b fsdp7b debias7b noise7b accuracy}; do
+  "$name"
+done
 echo "== done after ${SECONDS}s" | tee -a "$log"
