@@ -166,6 +166,41 @@ PRESETS = {
 }
 
 
+def preset_config(preset: str):
+    """The ``Qwen2Config`` of a preset shape."""
+    from transformers import Qwen2Config
+
+    shape = PRESETS[preset]
+    return Qwen2Config(
+        vocab_size=shape["vocab"],
+        hidden_size=shape["hidden"],
+        intermediate_size=shape["intermediate"],
+        num_hidden_layers=shape["layers"],
+        num_attention_heads=shape["heads"],
+        num_key_value_heads=shape["kv_heads"],
+        max_position_embeddings=32768,
+        tie_word_embeddings=False,
+    )
+
+
+def _random_weights(model: torch.nn.Module, device: torch.device, seed: int):
+    """Every weight of a preset model that is drawn at random, in one fixed order: each linear layer but the head,
+    then the embedding and the head. Yields (qualified name, parent, attribute, layer, its bf16 weight); the caller
+    may replace each layer as it goes. The same seed on the same kind of device draws the same weights."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+
+    def random(*size: int, std: float = 0.02) -> torch.Tensor:
+        return torch.empty(*size, dtype=torch.bfloat16, device=device).normal_(0.0, std, generator=generator)
+
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear) and name != "lm_head":
+                qualified = f"{parent_name}.{name}" if parent_name else name
+                yield qualified, parent, name, child, random(child.out_features, child.in_features)
+    for qualified, layer in (("model.embed_tokens", model.model.embed_tokens), ("lm_head", model.lm_head)):
+        yield qualified, None, None, layer, random(*layer.weight.shape)
+
+
 def random_4bit_model(
     preset: str,
     device: torch.device,
@@ -184,55 +219,37 @@ def random_4bit_model(
     in ``quant_storage`` of the same dtype, as ``model.base.quant_storage: auto`` does under ``fsdp_lora``).
     """
     import bitsandbytes as bnb
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
-    shape = PRESETS[preset]
-    config = Qwen2Config(
-        vocab_size=shape["vocab"],
-        hidden_size=shape["hidden"],
-        intermediate_size=shape["intermediate"],
-        num_hidden_layers=shape["layers"],
-        num_attention_heads=shape["heads"],
-        num_key_value_heads=shape["kv_heads"],
-        max_position_embeddings=32768,
-        tie_word_embeddings=False,
-    )
+    config = preset_config(preset)
     with torch.device("meta"):
         model = Qwen2ForCausalLM(config)
-    generator = torch.Generator(device=device).manual_seed(seed)
-
-    def random(*size: int, std: float = 0.02) -> torch.Tensor:
-        return torch.empty(*size, dtype=torch.bfloat16, device=device).normal_(0.0, std, generator=generator)
-
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if not isinstance(child, torch.nn.Linear) or name == "lm_head":
-                continue
-            with torch.device("meta"):
-                layer = bnb.nn.Linear4bit(
-                    child.in_features,
-                    child.out_features,
-                    bias=child.bias is not None,
-                    compute_dtype=compute_dtype,
-                    compress_statistics=True,
-                    quant_type="nf4",
-                    quant_storage=quant_storage,
-                )
-            layer.weight = bnb.nn.Params4bit(
-                random(child.out_features, child.in_features),
-                requires_grad=False,
+    for _, parent, name, child, weight in _random_weights(model, device, seed):
+        if parent is None:  # the embedding or the head
+            child.weight = torch.nn.Parameter(weight.to(dtype or torch.bfloat16), requires_grad=False)
+            continue
+        with torch.device("meta"):
+            layer = bnb.nn.Linear4bit(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=compute_dtype,
                 compress_statistics=True,
                 quant_type="nf4",
                 quant_storage=quant_storage,
-                module=layer,
-            ).to(device)
-            if child.bias is not None:
-                bias = torch.zeros(child.out_features, device=device, dtype=dtype or torch.float32)
-                layer.bias = torch.nn.Parameter(bias, requires_grad=False)
-            setattr(parent, name, layer)
-    for embedding in (model.model.embed_tokens, model.lm_head):
-        weight = random(shape["vocab"], shape["hidden"]).to(dtype or torch.bfloat16)
-        embedding.weight = torch.nn.Parameter(weight, requires_grad=False)
+            )
+        layer.weight = bnb.nn.Params4bit(
+            weight,
+            requires_grad=False,
+            compress_statistics=True,
+            quant_type="nf4",
+            quant_storage=quant_storage,
+            module=layer,
+        ).to(device)
+        if child.bias is not None:
+            bias = torch.zeros(child.out_features, device=device, dtype=dtype or torch.float32)
+            layer.bias = torch.nn.Parameter(bias, requires_grad=False)
+        setattr(parent, name, layer)
     for module in model.modules():
         if hasattr(module, "variance_epsilon"):  # RMSNorm
             ones = torch.ones(module.weight.shape, device=device, dtype=dtype or torch.float32)
@@ -244,6 +261,37 @@ def random_4bit_model(
         raise RuntimeError(f"random_4bit_model left tensors on the meta device: {left_on_meta[:5]}")
     model.is_loaded_in_4bit = True
     return model.eval()
+
+
+def save_random_preset(preset: str, device: torch.device, seed: int = 0, cache: Path = ROOT / "artifacts") -> Path:
+    """``random_4bit_model``'s weights before quantization, saved as a bf16 model folder with the Qwen2.5 tokenizer
+    (once; reused), for tools that load a model from a folder, such as unsloth: loaded in NF4 on the same kind of
+    device, it holds the 4-bit weights ``random_4bit_model`` builds with the same seed. The 7B shape takes 15 GB."""
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, Qwen2ForCausalLM
+
+    folder = cache / f"random-{preset}-seed{seed}-{device.type}"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    config = preset_config(preset)
+    with torch.device("meta"):
+        model = Qwen2ForCausalLM(config)
+    tensors = {}
+    for qualified, _, _, layer, weight in _random_weights(model, device, seed):
+        tensors[f"{qualified}.weight"] = weight.cpu()
+        if getattr(layer, "bias", None) is not None:
+            tensors[f"{qualified}.bias"] = torch.zeros(layer.out_features, dtype=torch.bfloat16)
+    for name, module in model.named_modules():
+        if hasattr(module, "variance_epsilon"):
+            tensors[f"{name}.weight"] = torch.ones(module.weight.shape, dtype=torch.bfloat16)
+    folder.mkdir(parents=True, exist_ok=True)
+    config.dtype = torch.bfloat16
+    config.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model_dir(128, 2)).save_pretrained(folder)
+    # Written under another name and renamed: a run cut off while writing leaves no folder that looks complete.
+    save_file(tensors, folder / "model.safetensors.partial", metadata={"format": "pt"})
+    (folder / "model.safetensors.partial").rename(folder / "model.safetensors")
+    return folder
 
 
 def preset_lora_model(preset: str, device: torch.device, compute_dtype: torch.dtype, gradient_checkpointing: bool):

@@ -4,7 +4,8 @@
 # First run: NVIDIA H100, 2026-11-26, 538 s with BUDGET_S=555 (results in benchmarks/logs and RESULTS.md).
 # Leaves gpu_check.log and the appended RESULTS.md in $OUT after every step, so a cut-off run still reports.
 #   here:   bash ../shared/device/prepare.sh && mkdir -p .devdata && cp ../shared/data/generationfornlp/*.csv .devdata/
-#           (echo /.devdata/ >> .git/info/exclude), then carry [".devsite", ".devdata"] and run
+#           (echo /.devdata/ >> .git/info/exclude), optionally bash benchmarks/unsloth_site.sh (unsloth beside
+#           ours in train7b), then carry [".devsite", ".devdata", ".unsloth.zip"] (about 51 MB with the tree) and run
 #   there:  export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1; bash benchmarks/gpu_check.sh
 # Gemma 3 270M (536 MB) cannot travel within the device tool's 64 MiB, so the accuracy harness runs only where
 # artifacts/gemma-3-270m already exists.
@@ -28,6 +29,11 @@ python3 -c "import torch, transformers, peft, lightning, bitsandbytes as b
 print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__,
       'lightning', lightning.__version__, 'bitsandbytes', b.__version__)" 2>&1 | tee -a "$log"
 python3 -m suneung_lit.tiny artifacts/tiny-qwen2 >/dev/null  # the Qwen2.5 tokenizer the presets use
+UNSLOTH=""
+if [ -f .unsloth.zip ]; then  # unsloth for train_memory.py --unsloth, seen by its unsloth process alone
+  export UNSLOTH_SITE=/tmp/unsloth-site
+  python3 -m zipfile -e .unsloth.zip "$UNSLOTH_SITE" && UNSLOTH=1
+fi
 
 step() {  # step SECONDS SCRIPT ARGS...: one benchmark, logged, stopped at its limit (or the budget's end)
   local limit=$1; shift
@@ -57,8 +63,12 @@ train32b() {  # 32B training step, answer-position logits vs full logits (the tr
   step 120 benchmarks/train_memory.py --preset "$BIG" --lengths 1024 2048 --batch-size 1 --steps 2 \
     --gradient-checkpointing
 }
-train7b() {  # the same for the 7B shape, without gradient checkpointing (it fits an 80 GB card at 2,048 tokens).
-  step 100 benchmarks/train_memory.py --preset "$MID" --lengths 1024 2048 --batch-size 1 --steps 3
+train7b() {  # the same for the 7B shape, without gradient checkpointing (it fits an 80 GB card at 2,048 tokens),
+  # and unsloth's step on the same weights where .unsloth.zip travelled (benchmarks/unsloth_site.sh).
+  local limit=100
+  [ -n "$UNSLOTH" ] && limit=240  # saving the 15 GB bf16 folder unsloth loads, and loading it, take the rest
+  step "$limit" benchmarks/train_memory.py --preset "$MID" --lengths 1024 2048 --batch-size 1 \
+    --steps 3 ${UNSLOTH:+--unsloth}
 }
 fsdp7b() {  # sharded 4-bit training (fsdp_lora) on every GPU beside one device: memory per rank, losses compared.
   step 150 benchmarks/fsdp_memory.py --preset "$MID" --max-length 2048 --steps 6

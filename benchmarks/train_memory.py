@@ -6,9 +6,16 @@ only the answer position (``logits_to_keep=1``). Same model, same batch, one pro
 one measurement's memory cannot hide another's. On CPU, memory is the peak resident set size above the level
 before the step (sampled every 0.5 ms); on a GPU, ``torch.cuda.max_memory_allocated``.
 
+``--unsloth`` adds the baseline step on the same weights loaded and patched by unsloth (``unsloth_step.py``, in a
+process of its own; a preset is first saved as a bf16 folder by ``common.save_random_preset``). The untrained
+model's loss (the warm-up step's; LoRA starts as the identity) is printed for every mode: the same weights and
+batch give the same value, which checks that the modes compare the same step.
+
     python benchmarks/train_memory.py                        # CPU default, lengths 512/1024/2048
     python benchmarks/train_memory.py --preset qwen2.5-32b --lengths 1024 2048 --batch-size 1 \
         --gradient-checkpointing                              # on a GPU: random 4-bit 32B, ~20 GB
+    UNSLOTH_SITE=/tmp/unsloth-site python benchmarks/train_memory.py --preset qwen2.5-7b --lengths 1024 2048 \
+        --batch-size 1 --unsloth                              # with unsloth (benchmarks/unsloth_site.sh)
 """
 
 from __future__ import annotations
@@ -26,7 +33,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PRESETS, add_data_dir_argument, append_result, model_dir, preset_lora_model, set_threads  # noqa: E402
+from common import (  # noqa: E402
+    PRESETS,
+    add_data_dir_argument,
+    append_result,
+    cpu_flags,
+    device_name,
+    model_dir,
+    preset_lora_model,
+    save_random_preset,
+    set_threads,
+)
 
 
 def resident_bytes() -> int:
@@ -109,7 +126,7 @@ def measure(model, tokenizer, mode: str, length: int, args: argparse.Namespace) 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
-    def step() -> None:
+    def step() -> float:
         if mode == "ours":
             loss = torch.nn.functional.cross_entropy(answer_logits(model, input_ids, mask).float(), labels)
         else:
@@ -120,8 +137,11 @@ def measure(model, tokenizer, mode: str, length: int, args: argparse.Namespace) 
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
 
-    step()  # warm-up: allocates optimizer state, compiles kernels
+    # Warm-up: allocates optimizer state, compiles kernels. Its loss is the untrained model's (LoRA starts as the
+    # identity), so every way of taking the step on the same weights and batch must give the same value.
+    first_loss = step()
     if gpu:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -139,10 +159,11 @@ def measure(model, tokenizer, mode: str, length: int, args: argparse.Namespace) 
             times.append(time.perf_counter() - start)
     peak = (torch.cuda.max_memory_allocated() if gpu else sampler.peak) - before
     seconds = sorted(times)[len(times) // 2]
-    return {"peak_mb": peak / 2**20, "tokens_per_s": input_ids.numel() / seconds, "step_s": seconds}
+    return {"peak_mb": peak / 2**20, "tokens_per_s": input_ids.numel() / seconds, "step_s": seconds,
+            "first_loss": first_loss}  # fmt: skip
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048])
     parser.add_argument("--hidden", type=int, default=128)
@@ -151,14 +172,55 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a Qwen2.5 shape with random 4-bit weights")
+    parser.add_argument(
+        "--unsloth",
+        action="store_true",
+        help="also the baseline step on the same weights loaded and patched by unsloth (benchmarks/unsloth_step.py)",
+    )
     add_data_dir_argument(parser)
     parser.add_argument("--single", nargs=2, metavar=("MODE", "LENGTH"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def last_json(command: list[str], lines: int = 1, env: dict[str, str] | None = None) -> list[dict]:
+    """Runs a measurement process and reads the JSON its last ``lines`` lines print."""
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}")
+    return [json.loads(line) for line in out.stdout.strip().splitlines()[-lines:]]
+
+
+def unsloth_env() -> dict[str, str]:
+    """The environment of the unsloth process: ``UNSLOTH_SITE`` (a folder of unsloth and the versions it needs,
+    ``benchmarks/unsloth_site.sh``) first on its path, so no other measurement sees those versions; offline."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", UNSLOTH_DISABLE_STATISTICS="1")
+    if env.get("UNSLOTH_SITE"):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env["UNSLOTH_SITE"], env.get("PYTHONPATH")) if p)
+    return env
+
+
+def measure_unsloth(args: argparse.Namespace, passthrough: list[str]) -> dict[int, dict[str, float]]:
+    """unsloth's figures per length: the same weights (a preset saved by ``save_random_preset``, or the CPU model's
+    folder) loaded by unsloth in another process; on a GPU one process for every length, as the others share one."""
+    gpu = torch.cuda.is_available()
+    folder = save_random_preset(args.preset, torch.device("cuda" if gpu else "cpu")) if args.preset else None
+    folder = folder or model_dir(args.hidden, args.layers)
+    script = str(Path(__file__).with_name("unsloth_step.py"))
+    base = [sys.executable, script, *passthrough, "--folder", str(folder)]
+    if gpu:
+        results = last_json([*base, "--lengths", *map(str, args.lengths)], len(args.lengths), unsloth_env())
+    else:
+        results = [last_json([*base, "--lengths", str(length)], 1, unsloth_env())[0] for length in args.lengths]
+    return dict(zip(args.lengths, results, strict=True))
+
+
+def main() -> None:
+    args = make_parser().parse_args()
     if args.single:
         print(json.dumps(measure(*build(args), args.single[0], int(args.single[1]), args)))
         return
     model_dir(args.hidden, args.layers)  # build once before the measurements
-    passthrough = [a for a in sys.argv[1:] if a != "--single"]
+    passthrough = [a for a in sys.argv[1:] if a not in ("--single", "--unsloth")]
     results: dict[tuple[str, int], dict[str, float]] = {}
     # On a GPU the allocator counts exactly what is allocated, so one process builds the model once for all
     # measurements (a 32B build is the slow part); on the CPU, resident memory is only comparable per process.
@@ -169,50 +231,58 @@ def main() -> None:
                 results[mode, length] = measure(*built, mode, length, args)
                 print(f"{mode} {length}: {results[mode, length]}", flush=True)
                 continue
-            out = (
-                subprocess.run(
-                    [sys.executable, __file__, *passthrough, "--single", mode, str(length)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            results[mode, length] = json.loads(out)
+            command = [sys.executable, __file__, *passthrough, "--single", mode, str(length)]
+            results[mode, length] = last_json(command)[0]
+    del built
+    if args.unsloth:
+        torch.cuda.empty_cache()  # the unsloth process needs the room this one held
+        for length, result in measure_unsloth(args, passthrough).items():
+            results["unsloth", length] = result
+            print(f"unsloth {length}: {result}", flush=True)
     label = args.preset or f"h{args.hidden} l{args.layers}"
-    print(f"batch {args.batch_size}, model {label} nf4 + LoRA")
-    print(f"{'tokens':>7}{'baseline MB':>13}{'ours MB':>10}{'ratio':>8}{'baseline tok/s':>16}{'ours tok/s':>12}")
+    print(f"{device_name()}; CPU flags: {cpu_flags()}; batch {args.batch_size}, model {label} nf4 + LoRA")
+    modes = ["baseline", "ours", *(["unsloth"] if args.unsloth else [])]
+    print(f"{'tokens':>7}" + "".join(f"{m + ' MB':>14}{m + ' tok/s':>17}{m + ' loss':>16}" for m in modes))
     for length in args.lengths:
-        b, o = results["baseline", length], results["ours", length]
+        row = [results[m, length] for m in modes]
+        print(f"{length:>7}" + "".join(f"{r['peak_mb']:>14.0f}{r['tokens_per_s']:>17.0f}{r['first_loss']:>16.4f}"
+                                       for r in row))  # fmt: skip
+        b, o = row[0], row[1]
         ratio = b["peak_mb"] / max(o["peak_mb"], 1e-9)
-        print(
-            f"{length:>7}{b['peak_mb']:>13.0f}{o['peak_mb']:>10.0f}{ratio:>8.1f}"
-            f"{b['tokens_per_s']:>16.0f}{o['tokens_per_s']:>12.0f}"
-        )
+        if not args.unsloth:
+            append_result(
+                "training step memory",
+                [
+                    "model",
+                    "batch",
+                    "tokens",
+                    "baseline peak MB",
+                    "ours peak MB",
+                    "memory ratio",
+                    "baseline tok/s",
+                    "ours tok/s",
+                ],  # fmt: skip
+                [
+                    f"{label} nf4",
+                    args.batch_size,
+                    length,
+                    f"{b['peak_mb']:.0f}",
+                    f"{o['peak_mb']:.0f}",
+                    f"{ratio:.1f}x",
+                    f"{b['tokens_per_s']:.0f}",
+                    f"{o['tokens_per_s']:.0f}",
+                ],  # fmt: skip
+            )
+            continue
+        u = row[2]
         append_result(
-            "training step memory",
-            [
-                "model",
-                "batch",
-                "tokens",
-                "baseline peak MB",
-                "ours peak MB",
-                "memory ratio",
-                "baseline tok/s",
-                "ours tok/s",
-            ],
-            [
-                f"{label} nf4",
-                args.batch_size,
-                length,
-                f"{b['peak_mb']:.0f}",
-                f"{o['peak_mb']:.0f}",
-                f"{ratio:.1f}x",
-                f"{b['tokens_per_s']:.0f}",
-                f"{o['tokens_per_s']:.0f}",
-            ],
-        )
+            "training step: transformers+peft, ours, unsloth",
+            ["model", "batch", "tokens", "gradient checkpointing", "baseline peak MB", "ours peak MB",
+             "unsloth peak MB", "baseline tok/s", "ours tok/s", "unsloth tok/s", "first-step losses", "CPU flags"],
+            [f"{label} nf4", args.batch_size, length, args.gradient_checkpointing, f"{b['peak_mb']:.0f}",
+             f"{o['peak_mb']:.0f}", f"{u['peak_mb']:.0f}", f"{b['tokens_per_s']:.0f}", f"{o['tokens_per_s']:.0f}",
+             f"{u['tokens_per_s']:.0f}", " / ".join(f"{r['first_loss']:.4f}" for r in row), cpu_flags()],
+        )  # fmt: skip
     reference = 1024 if 1024 in args.lengths else args.lengths[0]
     ratio = results["baseline", reference]["peak_mb"] / max(results["ours", reference]["peak_mb"], 1e-9)
     print(f"memory_ratio={ratio:.2f}")
