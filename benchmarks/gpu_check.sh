@@ -9,10 +9,12 @@
 #   there:  export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1; bash benchmarks/gpu_check.sh
 # Gemma 3 270M (536 MB) cannot travel within the device tool's 64 MiB, so the accuracy harness runs only where
 # artifacts/gemma-3-270m already exists.
-# STEPS="name ..." runs some steps, in that order (names below). What issues 33 and 37 still need, in two calls
-# on one warm machine (15 device minutes a session, start included; a call may run 600 s):
-#   STEPS="train7b fsdp7b debias7b train32b" BUDGET_S=540 bash benchmarks/gpu_check.sh
-#   STEPS="prefix32b" ROWS=256 BUDGET_S=200 bash benchmarks/gpu_check.sh     # the plain 32B predict path
+# STEPS="name ..." runs some steps, in that order (names below). What issues 33 and 37 still need (15 device
+# minutes a session, the start included; a call may run 600 s), first with unsloth's .unsloth.zip carried:
+#   STEPS="train7b fsdp7b debias7b" BUDGET_S=560 bash benchmarks/gpu_check.sh
+# then, at once on the warm machine if about 4 minutes are left (the 32B training rows exist, of 2026-11-26;
+# unsloth's 32B would need a 65 GB bf16 folder on a 64 GiB disk):
+#   STEPS="prefix32b" ROWS=128 BUDGET_S=200 bash benchmarks/gpu_check.sh     # the plain 32B predict path
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA_DIR:-.devdata}
