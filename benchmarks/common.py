@@ -208,6 +208,7 @@ def random_4bit_model(
     seed: int = 0,
     quant_storage: torch.dtype = torch.uint8,
     dtype: torch.dtype | None = None,
+    draw_on: torch.device | None = None,
 ):
     """A Qwen2ForCausalLM of a preset shape with random NF4 weights, built without full-precision copies.
 
@@ -217,6 +218,8 @@ def random_4bit_model(
     as bitsandbytes loading leaves them: bf16 embedding and head, float32 norms, or all in ``dtype`` when given
     (what ``from_pretrained(dtype=...)`` gives, and what FSDP needs: one dtype per unit, the 4-bit weights packed
     in ``quant_storage`` of the same dtype, as ``model.base.quant_storage: auto`` does under ``fsdp_lora``).
+    The weights are drawn on ``draw_on`` (default: ``device``): the same seed and kind of device draw the same
+    weights wherever the model is then built.
     """
     import bitsandbytes as bnb
     from transformers import Qwen2ForCausalLM
@@ -224,7 +227,8 @@ def random_4bit_model(
     config = preset_config(preset)
     with torch.device("meta"):
         model = Qwen2ForCausalLM(config)
-    for _, parent, name, child, weight in _random_weights(model, device, seed):
+    for _, parent, name, child, weight in _random_weights(model, draw_on or device, seed):
+        weight = weight.to(device)
         if parent is None:  # the embedding or the head
             child.weight = torch.nn.Parameter(weight.to(dtype or torch.bfloat16), requires_grad=False)
             continue

@@ -3,9 +3,11 @@ peak memory per rank, seconds per optimizer step, tokens per second and the trai
 
 Each mode is a real ``Trainer.fit`` of ``QLoRAMultipleChoice`` on the competition train items, in a process of its
 own (Lightning starts one more per further rank), so that one mode's memory cannot hide the other's. The base is a
-preset Qwen2.5 shape with random 4-bit weights (``common.random_4bit_model``), built on each rank's device the way
-``configure_model`` loads a real one: under FSDP packed in the compute dtype with every unquantized weight in it too
-(``model.base.quant_storage: auto``), so the 7B and 32B shapes run where their real weights cannot travel.
+preset Qwen2.5 shape with random 4-bit weights (``common.random_4bit_model``), built where ``configure_model`` loads
+a real one (``backbone.loading_device``: on the device alone, in host memory under FSDP, which then moves each
+unit's shard to the device) and as it loads one: under FSDP packed in the compute dtype with every unquantized
+weight in it too (``model.base.quant_storage: auto``). So the 7B and 32B shapes run where their real weights cannot
+travel, and the loading peak per rank is the one a real model would have.
 
 Both modes draw the same base, adapter initialisation and batches: with ``n`` ranks each sharded step sees ``n``
 batches and the single device accumulates ``n``, so their losses agree to rounding (a check that sharding trains
@@ -42,7 +44,7 @@ from common import (  # noqa: E402
 )
 
 from suneung_lit import sharding  # noqa: E402
-from suneung_lit.backbone import BaseSettings, LoraSettings, add_lora  # noqa: E402
+from suneung_lit.backbone import BaseSettings, LoraSettings, add_lora, loading_device  # noqa: E402
 from suneung_lit.module import QLoRAMultipleChoice  # noqa: E402
 from suneung_lit.optimization import OptimizationSettings  # noqa: E402
 
@@ -62,10 +64,11 @@ class PresetQLoRA(QLoRAMultipleChoice):
         device = self.trainer.strategy.root_device
         base = random_4bit_model(
             self.preset,
-            device,
+            loading_device(device, quantized=True, sharded=sharded),
             self.base.torch_compute_dtype,
             quant_storage=getattr(torch, storage),
             dtype=getattr(torch, self.base.dtype) if sharded else None,
+            draw_on=device,  # the same weights in both modes, wherever they are quantized
         )
         torch.manual_seed(0)  # the same adapter initialisation in both modes, whatever ran before
         self.model = add_lora(base, self.lora, self.hparams.gradient_checkpointing, sharded)

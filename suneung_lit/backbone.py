@@ -136,13 +136,23 @@ def keep_4bit_weights_trainable_on_cpu(model: torch.nn.Module) -> int:
     return changed
 
 
+def loading_device(device: torch.device, quantized: bool, sharded: bool) -> torch.device:
+    """Where the base's weights are made while it loads. A quantized base on one device is quantized on that device
+    (bitsandbytes makes the 4-bit weights where they load). Under FSDP every base loads in host memory, quantized
+    or not, and FSDP moves each unit's shard to the rank's device as it wraps it (bitsandbytes moves a 4-bit
+    weight's quantization constants with it): no device holds more than its shard and the unit being wrapped, so a
+    4-bit model larger than one card trains sharded. Unquantized bases always load in host memory, and the strategy
+    moves them."""
+    return device if quantized and not sharded else torch.device("cpu")
+
+
 def load_base_model(
     model_name_or_path: str, device: torch.device | None, base: BaseSettings, sharded: bool = False
 ) -> torch.nn.Module:
-    """Load the frozen base model on ``device`` (None: the current GPU when there is one), quantized as configured;
+    """Load the frozen base model for ``device`` (None: the current GPU when there is one), quantized as configured;
     ``dynamic_int8`` loads unquantized, for the caller to swap with ``quantize_dynamic_int8`` once LoRA is added.
-    ``sharded`` (FSDP): 4-bit weights packed in the compute dtype, and unquantized models read into host memory,
-    from where FSDP moves each layer's shard to the device."""
+    ``sharded`` (FSDP): 4-bit weights packed in the compute dtype and, like unquantized ones, made in host memory,
+    from where FSDP moves each unit's shard to the device (``loading_device``)."""
     from transformers import AutoModelForCausalLM
 
     from suneung_lit.sharding import quant_storage
@@ -155,9 +165,8 @@ def load_base_model(
     if base.attn_implementation:
         kwargs["attn_implementation"] = base.attn_implementation
     if quant is not None:
-        # Quantized weights are created on the target device while loading; they cannot be moved afterwards.
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": device}
+        kwargs["device_map"] = {"": loading_device(device, quantized=True, sharded=sharded)}
     return AutoModelForCausalLM.from_pretrained(model_name_or_path, **kwargs)
 
 

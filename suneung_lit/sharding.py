@@ -14,10 +14,9 @@ which :class:`LoraFSDPStrategy` adds:
 - **CPUs.** Lightning refuses ``fsdp`` without a GPU; torch's FSDP runs on CPUs with gloo when given the CPU as its
   device, which is how the tests prove the sharding on any machine.
 
-Loading: an unquantized base is read into host memory on every rank and FSDP moves each unit's shard to the
-rank's device as it wraps it, so no GPU holds more than its shard and one unit. A 4-bit base is quantized by
-bitsandbytes on the device it is loaded on: each GPU holds the whole 4-bit model while loading (about 18 GB for a
-32B), then only its shard. Each rank logs how many of the parameter elements it holds after sharding.
+Loading: every rank reads the base into host memory, 4-bit ones quantized there (``backbone.loading_device``), and
+FSDP moves each unit's shard to the rank's device as it wraps it, so no GPU holds more than its shard and one unit.
+Each rank logs how many of the parameter elements it holds after sharding.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from suneung_lit.backbone import loading_device
 from suneung_lit.data.records import write_items
 from suneung_lit.data.synthetic import make_items
 from suneung_lit.sharding import layer_class_names, lora_wrap_policy, quant_storage, unwrapped_name
@@ -45,6 +46,15 @@ def test_the_wrapping_policy_gives_each_layer_and_each_lora_matrix_a_unit_of_its
         rest = [p for n, p in model.get_submodule(name).named_parameters() if "lora_" not in n]
         assert rest and not any(p.requires_grad for p in rest)
     assert unwrapped_name("model._fsdp_wrapped_module.base_model._fsdp_wrapped_module.w") == "model.base_model.w"
+
+
+def test_a_base_loads_where_it_runs_on_one_device_and_in_host_memory_under_fsdp():
+    gpu, host = torch.device("cuda", 1), torch.device("cpu")
+    assert loading_device(gpu, quantized=True, sharded=False) == gpu  # bitsandbytes quantizes where it loads
+    # Sharded: no card ever holds the whole model; FSDP moves each unit's shard to the card as it wraps it.
+    assert loading_device(gpu, quantized=True, sharded=True) == host
+    assert loading_device(gpu, quantized=False, sharded=True) == host
+    assert loading_device(gpu, quantized=False, sharded=False) == host  # the strategy moves it
 
 
 @pytest.fixture()
