@@ -290,6 +290,7 @@ def save_random_preset(preset: str, device: torch.device, seed: int = 0, cache: 
             tensors[f"{name}.weight"] = torch.ones(module.weight.shape, dtype=torch.bfloat16)
     folder.mkdir(parents=True, exist_ok=True)
     config.dtype = torch.bfloat16
+    config.architectures = ["Qwen2ForCausalLM"]
     config.save_pretrained(folder)
     AutoTokenizer.from_pretrained(model_dir(128, 2)).save_pretrained(folder)
     # Written under another name and renamed: a run cut off while writing leaves no folder that looks complete.

@@ -10,8 +10,10 @@ weight in it too (``model.base.quant_storage: auto``). So the 7B and 32B shapes 
 travel, and the loading peak per rank is the one a real model would have.
 
 Both modes draw the same base, adapter initialisation and batches: with ``n`` ranks each sharded step sees ``n``
-batches and the single device accumulates ``n``, so their losses agree to rounding (a check that sharding trains
-what one device trains, on the GPU as the CPU test does with gloo).
+batches and the single device accumulates ``n``, so their losses agree to float32 rounding on a CPU, and to bf16
+rounding on a GPU, where one device keeps norms, embedding and head in float32 (``prepare_model_for_kbit_training``)
+and FSDP in bf16: a check that sharding trains what one device trains, on a GPU as the CPU test does with gloo. On a
+GPU it also quantizes one weight in host memory and on the GPU and compares them (``host_quantization_check``).
 
     python benchmarks/fsdp_memory.py --preset qwen2.5-7b --max-length 2048 --steps 6   # GPU: all visible GPUs
     python benchmarks/fsdp_memory.py --preset check --devices 2 --steps 3              # CPU: two gloo ranks
@@ -68,15 +70,21 @@ class PresetQLoRA(QLoRAMultipleChoice):
             self.base.torch_compute_dtype,
             quant_storage=getattr(torch, storage),
             dtype=getattr(torch, self.base.dtype) if sharded else None,
-            draw_on=device,  # the same weights in both modes, wherever they are quantized
+            # Drawn in host memory in both modes: the same weights wherever they are quantized, and no draw
+            # inflates the device's loading peak.
+            draw_on=torch.device("cpu"),
         )
-        torch.manual_seed(0)  # the same adapter initialisation in both modes, whatever ran before
-        self.model = add_lora(base, self.lora, self.hparams.gradient_checkpointing, sharded)
+        # The same adapter initialisation in both modes: drawn in host memory (one device's Lightning would draw
+        # it on the GPU, FSDP's on the CPU), whatever ran before; peft then moves it to its layer's device.
+        torch.manual_seed(0)
+        with torch.device("cpu"):
+            self.model = add_lora(base, self.lora, self.hparams.gradient_checkpointing, sharded)
 
 
 class Measure(L.Callback):
-    """Per rank: the parameter megabytes held, memory at the peak of loading, when training starts and at the peak
-    of training, time and tokens of the optimizer steps after the first (warm-up), and the loss of every step.
+    """Per rank: the seconds from set-up to the first step (loading the base, wrapping it), the parameter megabytes
+    held, memory at the peak of loading, when training starts and at the peak of training, time and tokens of the
+    optimizer steps after the first (warm-up), and the loss of every step.
 
     On a GPU the memory is ``torch.cuda``'s allocated bytes; on a CPU the resident set, its peak over the process's
     life (so the training peak there includes loading)."""
@@ -87,12 +95,17 @@ class Measure(L.Callback):
         self.micro_losses: list[float] = []
         self.tokens = 0
         self.started = 0.0
+        self.set_up = 0.0
+
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        self.set_up = time.perf_counter()  # before configure_model: loading and wrapping are timed from here
 
     def _sync(self, trainer: L.Trainer) -> None:
         if trainer.strategy.root_device.type == "cuda":
             torch.cuda.synchronize()
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.load_s = time.perf_counter() - self.set_up
         held = sum(p.numel() * p.element_size() for p in trainer.strategy.model.parameters())
         self.held_mb = held / 2**20
         if trainer.strategy.root_device.type == "cuda":
@@ -125,6 +138,7 @@ class Measure(L.Callback):
         record = {
             "rank": trainer.global_rank,
             "ranks": trainer.world_size,
+            "load_s": self.load_s,
             "held_mb": self.held_mb,
             "load_peak_mb": self.load_peak_mb,
             "start_mb": self.start_mb,
@@ -136,6 +150,7 @@ class Measure(L.Callback):
         }
         with open(self.result_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        trainer.strategy.barrier()  # rank 0 exits last, so the parent reads every rank's record
 
 
 def resident_mb() -> float:
@@ -202,6 +217,7 @@ def summarise(records: list[dict]) -> dict:
     losses = [sum(r["losses"][i] for r in records) / ranks for i in range(len(records[0]["losses"]))]
     return {
         "ranks": ranks,
+        "load_s": max(r["load_s"] for r in records),
         "held_mb": max(r["held_mb"] for r in records),
         "load_peak_mb": max(r["load_peak_mb"] for r in records),
         "start_mb": max(r["start_mb"] for r in records),
@@ -230,27 +246,29 @@ def main() -> None:
         return
 
     print(f"{device_name()}; CPU flags: {cpu_flags()}; preset {args.preset}", flush=True)
+    if torch.cuda.is_available():
+        print(host_quantization_check(), flush=True)
     summaries = {}
     for mode in args.modes:
         with tempfile.TemporaryDirectory() as folder:
             result_file = Path(folder) / "ranks.jsonl"
             command = [sys.executable, __file__, *sys.argv[1:], "--run", mode, "--result-file", str(result_file)]
-            subprocess.run(command, check=True)
-            records = [json.loads(line) for line in result_file.read_text(encoding="utf-8").splitlines()]
+            finished = subprocess.run(command)
+            lines = result_file.read_text(encoding="utf-8").splitlines() if result_file.is_file() else []
+            records = [json.loads(line) for line in lines]
+        if finished.returncode or not records or len(records) != records[0]["ranks"]:
+            # The other mode still runs and reports: a first run on a new machine should not lose both.
+            print(f"{mode}: failed (exit {finished.returncode}, {len(records)} rank record(s))", flush=True)
+            continue
         summaries[mode] = summary = summarise(records)
         print(
-            f"{mode}: {summary['ranks']} rank(s); per rank at most: parameters {summary['held_mb']:.0f} MB, "
-            f"loading peak {summary['load_peak_mb']:.0f} MB, {summary['start_mb']:.0f} MB as training starts, "
-            f"training peak {summary['peak_mb']:.0f} MB; {summary['step_s']:.2f} s/step, "
-            f"{summary['tokens_per_s']:.0f} tokens/s (all ranks); "
+            f"{mode}: {summary['ranks']} rank(s); per rank at most: {summary['load_s']:.0f} s to load and wrap, "
+            f"parameters {summary['held_mb']:.0f} MB, loading peak {summary['load_peak_mb']:.0f} MB, "
+            f"{summary['start_mb']:.0f} MB as training starts, training peak {summary['peak_mb']:.0f} MB; "
+            f"{summary['step_s']:.2f} s/step, {summary['tokens_per_s']:.0f} tokens/s (all ranks); "
             f"losses {[round(x, 4) for x in summary['losses']]}",
             flush=True,
         )
-    if len(summaries) == 2:
-        single, sharded = summaries["single"]["losses"], summaries["sharded"]["losses"]
-        gap = max(abs(a - b) for a, b in zip(single, sharded, strict=True))
-        print(f"largest loss difference between the modes over {len(single)} steps: {gap:.2e}")
-    for mode, summary in summaries.items():
         append_result(
             "sharded 4-bit training (fsdp_lora) vs one device",
             [
@@ -267,6 +285,7 @@ def main() -> None:
                 "tokens/s",
                 "losses",
                 "CPU flags",
+                "load+wrap s",
             ],  # fmt: skip
             [
                 args.preset,
@@ -282,8 +301,34 @@ def main() -> None:
                 f"{summary['tokens_per_s']:.0f}",
                 [round(x, 4) for x in summary["losses"]],
                 cpu_flags(),
+                f"{summary['load_s']:.0f}",
             ],  # fmt: skip
         )
+    if len(summaries) == 2:
+        single, sharded = summaries["single"]["losses"], summaries["sharded"]["losses"]
+        gap = max(abs(a - b) for a, b in zip(single, sharded, strict=True))
+        print(f"largest loss difference between the modes over {len(single)} steps: {gap:.2e}")
+
+
+def host_quantization_check() -> str:
+    """One bf16 weight quantized to NF4 in host memory (as ranks load under FSDP) and on the GPU (as one device
+    loads): how many packed bytes agree, and how far the GPU's dequantization of each copy is from the weight."""
+    import bitsandbytes.functional as F
+
+    weight = (torch.randn(4096, 4096, generator=torch.Generator().manual_seed(0)) * 0.02).to(torch.bfloat16)
+    options = dict(blocksize=64, compress_statistics=True, quant_type="nf4", quant_storage=torch.bfloat16)
+    host, host_state = F.quantize_4bit(weight, **options)
+    device, device_state = F.quantize_4bit(weight.cuda(), **options)
+    same = (host.view(torch.uint8).cuda() == device.view(torch.uint8)).float().mean().item()
+    host_state.to("cuda")
+    errors = [
+        (F.dequantize_4bit(packed, state).float() - weight.cuda().float()).abs().max().item()
+        for packed, state in ((host.cuda(), host_state), (device, device_state))
+    ]
+    return (
+        f"NF4 of one 4096x4096 weight, host vs GPU: {same:.6f} of the packed bytes equal; largest error of the GPU's "
+        f"dequantization: {errors[0]:.4g} from the host copy, {errors[1]:.4g} from the GPU's"
+    )
 
 
 if __name__ == "__main__":

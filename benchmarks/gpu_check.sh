@@ -11,10 +11,10 @@
 # artifacts/gemma-3-270m already exists.
 # STEPS="name ..." runs some steps, in that order (names below). What issues 33 and 37 still need (15 device
 # minutes a session, the start included; a call may run 600 s), first with unsloth's .unsloth.zip carried:
-#   STEPS="train7b fsdp7b debias7b" BUDGET_S=560 bash benchmarks/gpu_check.sh
-# then, at once on the warm machine if about 4 minutes are left (the 32B training rows exist, of 2026-11-26;
-# unsloth's 32B would need a 65 GB bf16 folder on a 64 GiB disk):
-#   STEPS="prefix32b" ROWS=128 BUDGET_S=200 bash benchmarks/gpu_check.sh     # the plain 32B predict path
+#   STEPS="train7b fsdp7b" BUDGET_S=500 bash benchmarks/gpu_check.sh
+# then, at once on the warm machine (it goes back after 30 s idle), with what is left:
+#   STEPS="debias7b prefix32b" ROWS=128 BUDGET_S=... bash benchmarks/gpu_check.sh
+# (the 32B training rows exist, of 2026-11-26; unsloth's 32B would need a 65 GB bf16 folder on a 64 GiB disk).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA_DIR:-.devdata}
@@ -73,7 +73,7 @@ train7b() {  # the same for the 7B shape, without gradient checkpointing (it fit
     --steps 3 ${UNSLOTH:+--unsloth}
 }
 fsdp7b() {  # sharded 4-bit training (fsdp_lora) on every GPU beside one device: memory per rank, losses compared.
-  step 150 benchmarks/fsdp_memory.py --preset "$MID" --max-length 2048 --steps 6
+  step 240 benchmarks/fsdp_memory.py --preset "$MID" --max-length 2048 --steps 6  # NF4 in host memory: slow
 }
 debias7b() {  # cyclic debiasing: none, every shifted copy in full, shared prefix, one packed pass (7B).
   step 150 benchmarks/debias_cost.py --preset "$MID" --rows 96 --max-length 2048 --batch-size 16

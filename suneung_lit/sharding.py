@@ -1,6 +1,6 @@
 """Sharded training (FSDP) of LoRA adapters on a frozen base, 4-bit or not: ``--trainer.strategy fsdp_lora``.
 
-Lightning's ``fsdp`` strategy is built for models whose every weight trains. A LoRA run needs four things more,
+Lightning's ``fsdp`` strategy is built for models whose every weight trains. A LoRA run needs five things more,
 which :class:`LoraFSDPStrategy` adds:
 
 - **A wrapping policy for LoRA.** Each transformer layer is one FSDP unit and each LoRA matrix a unit of its own,
@@ -9,6 +9,9 @@ which :class:`LoraFSDPStrategy` adds:
 - **One dtype per unit.** FSDP flattens a unit's weights into one tensor, so the 4-bit weights are stored in the
   dtype of the other weights (``model.base.quant_storage``, ``auto``: the compute dtype under FSDP) and the base
   keeps its norms in that dtype too (see ``backbone.add_lora``'s ``sharded``).
+- **Buffers in their own dtype.** Lightning's ``bf16-mixed`` casts every buffer to bf16, the rotary inverse
+  frequencies too, which moves every position's angle (by up to 2.3 radians at position 2,000); here only the
+  weights compute in bf16.
 - **Adapter-only checkpoints.** The trainable weights are gathered from every rank and saved under the names a
   single-device run uses, so a checkpoint or an exported adapter of a sharded fit loads anywhere.
 - **CPUs.** Lightning refuses ``fsdp`` without a GPU; torch's FSDP runs on CPUs with gloo when given the CPU as its
@@ -131,6 +134,19 @@ class LoraFSDPStrategy(FSDPStrategy):
     def __init__(self, **kwargs: Any) -> None:
         kwargs.setdefault("use_orig_params", False)
         super().__init__(**kwargs)
+
+    @property
+    def mixed_precision_config(self) -> Any:
+        """Lightning's FSDP mixed precision for the trainer's precision, with buffers kept in their own dtype: under
+        ``bf16-mixed`` Lightning casts every buffer to bf16, which would round the rotary inverse frequencies (a
+        float32 buffer) and move every position's angle, by up to 2.3 radians at position 2,000 with Qwen2.5's. A
+        ``mixed_precision`` given to the strategy is used as it is."""
+        import dataclasses
+
+        config = super().mixed_precision_config
+        if config is None or self.mixed_precision:
+            return config
+        return dataclasses.replace(config, buffer_dtype=None)
 
     def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
         from lightning.pytorch.strategies.fsdp import _move_torchmetrics_to_device, _setup_activation_checkpointing

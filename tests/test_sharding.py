@@ -57,6 +57,21 @@ def test_a_base_loads_where_it_runs_on_one_device_and_in_host_memory_under_fsdp(
     assert loading_device(gpu, quantized=False, sharded=False) == host  # the strategy moves it
 
 
+def test_under_bf16_mixed_precision_buffers_keep_their_dtype_and_weights_compute_in_bf16():
+    from lightning.pytorch.plugins.precision.fsdp import FSDPPrecision
+    from torch.distributed.fsdp import MixedPrecision
+
+    from suneung_lit.sharding import LoraFSDPStrategy
+
+    strategy = LoraFSDPStrategy(precision_plugin=FSDPPrecision("bf16-mixed"))
+    config = strategy.mixed_precision_config
+    assert config.param_dtype == torch.bfloat16 and config.buffer_dtype is None  # rotary frequencies stay float32
+    # Lightning's own choice, which this replaces, rounds every buffer to bf16.
+    assert FSDPPrecision("bf16-mixed").mixed_precision_config.buffer_dtype == torch.bfloat16
+    given = MixedPrecision(param_dtype=torch.float16, buffer_dtype=torch.float16)
+    assert LoraFSDPStrategy(mixed_precision=given).mixed_precision_config is given  # what a user sets, as set
+
+
 @pytest.fixture()
 def work(tmp_path) -> Path:
     write_items(make_items(64, seed=21, prefix="train"), tmp_path / "train.csv", "competition")
