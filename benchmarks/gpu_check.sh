@@ -5,7 +5,7 @@
 # Leaves gpu_check.log and the appended RESULTS.md in $OUT after every step, so a cut-off run still reports.
 #   here:   bash ../shared/device/prepare.sh && mkdir -p .devdata && cp ../shared/data/generationfornlp/*.csv .devdata/
 #           (echo /.devdata/ >> .git/info/exclude), optionally bash benchmarks/unsloth_site.sh (unsloth beside
-#           ours in train7b), then carry [".devsite", ".devdata", ".unsloth.zip"] (about 51 MB with the tree) and run
+#           ours in train7b), then carry [".devsite", ".devdata", ".unsloth.zip"] (about 52 MB with the tree) and run
 #   there:  export PYTHONPATH=$PWD/.devsite:$PWD PYTHONUNBUFFERED=1; bash benchmarks/gpu_check.sh
 # Gemma 3 270M (536 MB) cannot travel within the device tool's 64 MiB, so the accuracy harness runs only where
 # artifacts/gemma-3-270m already exists.

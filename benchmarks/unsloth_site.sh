@@ -14,10 +14,11 @@ root=$(git rev-parse --show-toplevel); cd "$root"
 grep -qx '/.unsloth.zip' .git/info/exclude 2>/dev/null || echo '/.unsloth.zip' >> .git/info/exclude
 wheels=$(mktemp -d); site=$(mktemp -d)
 trap 'rm -rf "$wheels" "$site"' EXIT
-# datasets < 5 for unsloth (the .devsite's 5.2.0 stays behind it on the path); tyro and its needs for trl.
+# datasets < 5 for unsloth (the .devsite's 5.2.0 stays behind it on the path); tyro and its needs for trl; the
+# peft that the CPU check ran with (the image's version is not recorded).
 specs=(unsloth==2026.10.9 unsloth_zoo==2026.10.9 trl==1.15.0 torchao==0.18.0 cut_cross_entropy==25.1.1
        datasets==4.3.0 tyro==1.0.17 docstring_parser==0.18.0 shtab==1.13.0 typeguard==4.6.1 msgspec==0.23.0
-       hf_transfer==0.1.9)
+       hf_transfer==0.1.9 peft==0.21.2)
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 \
