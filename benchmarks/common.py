@@ -152,6 +152,12 @@ def append_result(section: str, header: list[str], row: list[object]) -> None:
     RESULTS.write_text(text[:start] + body + text[end:], encoding="utf-8")
 
 
+def resident_bytes() -> int:
+    """This process's resident set size now."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def set_threads() -> int:
     threads = int(os.environ.get("BENCH_THREADS", torch.get_num_threads()))
     torch.set_num_threads(threads)

@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     cpu_flags,
     device_name,
     random_4bit_model,
+    resident_bytes,
     set_threads,
 )
 
@@ -109,12 +110,12 @@ class Measure(L.Callback):
         held = sum(p.numel() * p.element_size() for p in trainer.strategy.model.parameters())
         self.held_mb = held / 2**20
         if trainer.strategy.root_device.type == "cuda":
-            torch.cuda.synchronize()
+            self._sync(trainer)
             self.load_peak_mb = torch.cuda.max_memory_allocated() / 2**20
             self.start_mb = torch.cuda.memory_allocated() / 2**20
             torch.cuda.reset_peak_memory_stats()
         else:
-            self.load_peak_mb, self.start_mb = peak_resident_mb(), resident_mb()
+            self.load_peak_mb, self.start_mb = peak_resident_mb(), resident_bytes() / 2**20
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if trainer.global_step == 1 and not self.started:
@@ -151,11 +152,6 @@ class Measure(L.Callback):
         with open(self.result_file, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
         trainer.strategy.barrier()  # rank 0 exits last, so the parent reads every rank's record
-
-
-def resident_mb() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096 / 2**20
 
 
 def peak_resident_mb() -> float:

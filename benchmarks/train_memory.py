@@ -42,14 +42,10 @@ from common import (  # noqa: E402
     device_name,
     model_dir,
     preset_lora_model,
+    resident_bytes,
     save_random_preset,
     set_threads,
 )
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 class PeakSampler:
@@ -204,8 +200,10 @@ def measure_unsloth(args: argparse.Namespace, passthrough: list[str]) -> dict[in
     """unsloth's figures per length: the same weights (a preset saved by ``save_random_preset``, or the CPU model's
     folder) loaded by unsloth in another process; on a GPU one process for every length, as the others share one."""
     gpu = torch.cuda.is_available()
-    folder = save_random_preset(args.preset, torch.device("cuda" if gpu else "cpu")) if args.preset else None
-    folder = folder or model_dir(args.hidden, args.layers)
+    if args.preset:
+        folder = save_random_preset(args.preset, torch.device("cuda" if gpu else "cpu"))
+    else:
+        folder = model_dir(args.hidden, args.layers)
     script = str(Path(__file__).with_name("unsloth_step.py"))
     base = [sys.executable, script, *passthrough, "--folder", str(folder)]
     if gpu:
